@@ -1,0 +1,344 @@
+#include "l4q/nn/l4q_linear.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "l4q/error.h"
+#include "quant/fake_quant_rows.h"
+#include "quant/tensor_checks.h"
+
+namespace l4q {
+
+namespace {
+
+// Everything the row-block loops need, resolved once per call.
+struct Plan {
+  int bits;
+  int64_t out, in, gs, groups, chunk;
+  double lora_scale, grad_scale;
+  bool has_lora;
+};
+
+// Rows [r0, r0+n) of the merged weight W0 + scale * B A, written into `dst` ([n, in]).
+// The forward pass, the backward pass and merge() all build W_comb through this function
+// with the same row blocks, so they see the same bits.
+void merged_rows(const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
+                 const Plan& p, int64_t r0, int64_t n, at::Tensor& dst) {
+  if (p.has_lora)
+    at::addmm_out(dst, W0.narrow(0, r0, n), B.narrow(0, r0, n), A, 1.0, p.lora_scale);
+  else
+    dst.copy_(W0.narrow(0, r0, n));
+}
+
+template <typename F>
+void for_row_blocks(const Plan& p, F&& f) {
+  for (int64_t r0 = 0; r0 < p.out; r0 += p.chunk) f(r0, std::min(p.chunk, p.out - r0));
+}
+
+void quantize_block_(at::Tensor& Wc, const at::Tensor& s, const at::Tensor& b, int64_t r0,
+                     const Plan& p) {
+  const int64_t n = Wc.size(0);
+  AT_DISPATCH_FLOATING_TYPES(Wc.scalar_type(), "l4q_quantize_block", [&] {
+    scalar_t* w = Wc.data_ptr<scalar_t>();
+    const scalar_t* sp = s.data_ptr<scalar_t>() + r0 * p.groups;
+    const scalar_t* bp = b.data_ptr<scalar_t>() + r0 * p.groups;
+    at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
+      cpu::quantize_rows(w + i0 * p.in, sp + i0 * p.groups, bp + i0 * p.groups, i1 - i0, p.in,
+                         p.gs, p.bits);
+    });
+  });
+}
+
+struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
+  // x2: [N, in] contiguous. Returns [N, out].
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x2,
+                            const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
+                            const at::Tensor& s, const at::Tensor& b, const at::Tensor& bias,
+                            int64_t bits, int64_t gs, double lora_scale, double grad_scale,
+                            int64_t chunk) {
+    // Absent A/B/bias arrive as empty placeholders: autograd Functions of torch 1.13 cannot
+    // take undefined tensors.
+    const Plan p{static_cast<int>(bits), W0.size(0), W0.size(1), gs, W0.size(1) / gs,
+                 std::min(chunk, W0.size(0)), lora_scale, grad_scale, A.numel() > 0};
+    const auto dt = x2.scalar_type();
+    const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
+    auto Y = at::empty({x2.size(0), p.out}, x2.options());
+    auto buf = at::empty({p.chunk, p.in}, x2.options());
+    for_row_blocks(p, [&](int64_t r0, int64_t n) {
+      auto Wc = buf.narrow(0, 0, n);
+      merged_rows(W0, A, B, p, r0, n, Wc);
+      quantize_block_(Wc, st, bt, r0, p);
+      auto Yc = Y.narrow(1, r0, n);
+      at::mm_out(Yc, x2, Wc.t());
+    });
+    if (bias.numel() > 0) Y.add_(bias);
+    ctx->save_for_backward({x2, W0, A, B, s, b, bias});
+    ctx->saved_data["bits"] = bits;
+    ctx->saved_data["gs"] = gs;
+    ctx->saved_data["lora_scale"] = lora_scale;
+    ctx->saved_data["grad_scale"] = grad_scale;
+    ctx->saved_data["chunk"] = chunk;
+    return Y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto sv = ctx->get_saved_variables();
+    const auto &x2 = sv[0], &W0 = sv[1], &A = sv[2], &B = sv[3], &s = sv[4], &b = sv[5],
+               &bias = sv[6];
+    const int64_t gs = ctx->saved_data["gs"].toInt();
+    const Plan p{static_cast<int>(ctx->saved_data["bits"].toInt()),
+                 W0.size(0),
+                 W0.size(1),
+                 gs,
+                 W0.size(1) / gs,
+                 std::min(ctx->saved_data["chunk"].toInt(), W0.size(0)),
+                 ctx->saved_data["lora_scale"].toDouble(),
+                 ctx->saved_data["grad_scale"].toDouble(),
+                 A.numel() > 0};
+    const auto dt = x2.scalar_type();
+    const auto dY = grads[0].to(dt).contiguous();
+    const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
+    // Input order of forward: x2, W0, A, B, s, b, bias.
+    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    const bool need_a = p.has_lora && ctx->needs_input_grad(2);
+    const bool need_b = p.has_lora && ctx->needs_input_grad(3);
+    const bool need_lora = need_a || need_b;
+
+    at::Tensor dX = need_x ? at::zeros_like(x2) : at::Tensor();
+    at::Tensor dW = need_w ? at::empty_like(W0) : at::Tensor();
+    at::Tensor dA = need_lora ? at::zeros_like(A) : at::Tensor();
+    at::Tensor dB = need_lora ? at::empty_like(B) : at::Tensor();
+    auto ds = at::empty({p.out, p.groups}, x2.options());
+    auto db = at::empty({p.out, p.groups}, x2.options());
+    auto wbuf = at::empty({p.chunk, p.in}, x2.options());
+    auto gbuf = need_w ? at::Tensor() : at::empty({p.chunk, p.in}, x2.options());
+
+    for_row_blocks(p, [&](int64_t r0, int64_t n) {
+      auto Wc = wbuf.narrow(0, 0, n);
+      merged_rows(W0, A, B, p, r0, n, Wc);
+      // G = dY[:, rows]^T X: the gradient w.r.t. this block of W_q, over every token.
+      auto G = need_w ? dW.narrow(0, r0, n) : gbuf.narrow(0, 0, n);
+      const auto dYc = dY.narrow(1, r0, n);
+      at::mm_out(G, dYc.t(), x2);
+      AT_DISPATCH_FLOATING_TYPES(dt, "l4q_linear_backward_block", [&] {
+        scalar_t* w = Wc.data_ptr<scalar_t>();
+        scalar_t* gp = G.data_ptr<scalar_t>();
+        const int64_t off = r0 * p.groups;
+        at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
+          const int64_t o = off + i0 * p.groups;
+          cpu::quantize_backward_rows(w + i0 * p.in, gp + i0 * p.in, st.data_ptr<scalar_t>() + o,
+                                      bt.data_ptr<scalar_t>() + o, ds.data_ptr<scalar_t>() + o,
+                                      db.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits);
+        });
+      });
+      // Wc now holds W_q, G holds M * G = dL/dW_comb for these rows.
+      if (need_x) dX.addmm_(dYc, Wc);
+      if (need_lora) {
+        auto dBc = dB.narrow(0, r0, n);
+        at::mm_out(dBc, G, A.t());
+        dBc.mul_(p.lora_scale);
+        dA.addmm_(B.narrow(0, r0, n).t(), G, 1.0, p.lora_scale);
+      }
+    });
+    ds.mul_(p.grad_scale);
+    db.mul_(p.grad_scale);
+    at::Tensor dbias;
+    if (bias.numel() > 0 && ctx->needs_input_grad(6)) dbias = dY.sum(0);
+    return {dX,
+            dW,
+            need_a ? dA : at::Tensor(),
+            need_b ? dB : at::Tensor(),
+            ctx->needs_input_grad(4) ? ds.to(s.scalar_type()) : at::Tensor(),
+            ctx->needs_input_grad(5) ? db.to(b.scalar_type()) : at::Tensor(),
+            dbias,
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+void check_linear_args(const at::Tensor& x, const at::Tensor& W0, const at::Tensor& A,
+                       const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
+                       const at::Tensor& bias, const L4QOptions& opt) {
+  constexpr const char* op = "l4q_linear";
+  detail::check_weight(op, "W0", W0);
+  const int64_t out = W0.size(0), in = W0.size(1);
+  opt.grid.validate(op, in);
+  if (!x.defined() || x.dim() < 1 || x.size(-1) != in)
+    fail("[", op, "] tensor 'x': expected [..., ", in, "], got ", detail::shape_str(x));
+  if (x.scalar_type() != W0.scalar_type())
+    fail("[", op, "] tensor 'x': expected dtype ", c10::toString(W0.scalar_type()),
+         " (same as W0), got ", c10::toString(x.scalar_type()));
+  if (A.defined() != B.defined())
+    fail("[", op, "] tensors 'A', 'B': expected both defined (LoRA) or both undefined");
+  if (A.defined()) {
+    if (A.dim() != 2 || A.size(1) != in || A.size(0) < 1)
+      fail("[", op, "] tensor 'A': expected [r, ", in, "] with r >= 1, got ", detail::shape_str(A));
+    if (B.dim() != 2 || B.size(0) != out || B.size(1) != A.size(0))
+      fail("[", op, "] tensor 'B': expected [", out, ", ", A.size(0), "], got ",
+           detail::shape_str(B));
+    if (A.scalar_type() != W0.scalar_type() || B.scalar_type() != W0.scalar_type())
+      fail("[", op, "] tensors 'A', 'B': expected dtype ", c10::toString(W0.scalar_type()));
+  }
+  const int64_t groups = opt.grid.groups_per_row(in);
+  detail::check_step_offset(op, s, b, out, groups, W0.scalar_type());
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != out))
+    fail("[", op, "] tensor 'bias': expected [", out, "], got ", detail::shape_str(bias));
+  if (opt.row_chunk < 1) fail("[", op, "] row_chunk: expected >= 1, got ", opt.row_chunk);
+  if (!std::isfinite(opt.lora_scale))
+    fail("[", op, "] lora_scale: expected a finite value, got ", opt.lora_scale);
+}
+
+}  // namespace
+
+at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tensor& A,
+                      const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
+                      const at::Tensor& bias, const L4QOptions& opt) {
+  check_linear_args(x, W0, A, B, s, b, bias, opt);
+  const int64_t in = W0.size(1);
+  const int64_t gs = opt.grid.group_size_for(in);
+  const double g = opt.grad_scale > 0 ? opt.grad_scale : lsq_grad_scale(opt.grid, in);
+  auto lead = x.sizes().vec();
+  lead.pop_back();
+  const auto x2 = x.reshape({-1, in}).contiguous();
+  const auto none = at::empty({0}, W0.options());
+  auto y = L4QLinearFunction::apply(x2, W0.contiguous(), A.defined() ? A.contiguous() : none,
+                                    B.defined() ? B.contiguous() : none, s, b,
+                                    bias.defined() ? bias : none, opt.grid.bits, gs,
+                                    opt.lora_scale, g, opt.row_chunk);
+  lead.push_back(W0.size(0));
+  return y.view(lead);
+}
+
+// ---------------------------------------------------------------------------------------
+// MergedWeight
+// ---------------------------------------------------------------------------------------
+
+MergedWeight quantize_weight(const at::Tensor& W, const at::Tensor& s, const at::Tensor& b,
+                             const QuantGrid& grid) {
+  detail::check_weight("quantize_weight", "W", W);
+  grid.validate("quantize_weight", W.size(1));
+  const int64_t out = W.size(0), in = W.size(1), gs = grid.group_size_for(in), groups = in / gs;
+  detail::check_step_offset("quantize_weight", s, b, out, groups, W.scalar_type());
+  at::NoGradGuard no_grad;
+  const auto Wc = W.detach().contiguous();
+  const auto st = s.detach().to(W.scalar_type()).contiguous();
+  const auto bt = b.detach().to(W.scalar_type()).contiguous();
+  auto codes = at::empty({out, in}, at::TensorOptions().dtype(at::kChar));
+  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "quantize_weight", [&] {
+    at::parallel_for(0, out, detail::row_grain(in), [&](int64_t r0, int64_t r1) {
+      cpu::quantize_codes_rows(Wc.data_ptr<scalar_t>() + r0 * in,
+                               st.data_ptr<scalar_t>() + r0 * groups,
+                               bt.data_ptr<scalar_t>() + r0 * groups,
+                               codes.data_ptr<int8_t>() + r0 * in, r1 - r0, in, gs, grid.bits);
+    });
+  });
+  QuantGrid resolved = grid;
+  resolved.group_size = gs;
+  return {codes, s.detach().clone(), b.detach().clone(), resolved};
+}
+
+at::Tensor MergedWeight::dequantize() const {
+  const int64_t out = w_int.size(0), in = w_int.size(1), gs = grid.group_size_for(in),
+                groups = in / gs;
+  auto W = at::empty({out, in}, s.options());
+  const auto st = s.contiguous(), bt = b.contiguous(), codes = w_int.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "dequantize", [&] {
+    at::parallel_for(0, out, detail::row_grain(in), [&](int64_t r0, int64_t r1) {
+      cpu::dequantize_rows(codes.data_ptr<int8_t>() + r0 * in,
+                           st.data_ptr<scalar_t>() + r0 * groups,
+                           bt.data_ptr<scalar_t>() + r0 * groups, W.data_ptr<scalar_t>() + r0 * in,
+                           r1 - r0, in, gs);
+    });
+  });
+  return W;
+}
+
+at::Tensor MergedWeight::unsigned_codes() const {
+  return (w_int.to(at::kShort) - grid.qn()).to(at::kByte);
+}
+
+at::Tensor MergedWeight::min_offset() const {
+  return b + s.clamp_min(min_step()) * static_cast<double>(grid.qn());
+}
+
+// ---------------------------------------------------------------------------------------
+// L4QLinear module
+// ---------------------------------------------------------------------------------------
+
+L4QLinear::L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& spec,
+                     c10::optional<at::Generator> gen)
+    : spec_(spec) {
+  constexpr const char* where = "L4QLinear";
+  detail::check_weight(where, "weight", weight);
+  spec_.lora.validate(where);
+  spec_.grid.validate(where, weight.size(1));
+  if (spec_.lora.dropout != 0)
+    fail("[", where, "] lora.dropout: expected 0 for l4q, got ", spec_.lora.dropout,
+         " (the adapter is merged into the weight before quantization, so there is no "
+         "separate LoRA branch to drop inputs from; use method lora or qat-lora for dropout)");
+  if (spec_.row_chunk < 1) fail("[", where, "] row_chunk: expected >= 1, got ", spec_.row_chunk);
+  detail::check_finite(where, "weight", weight);
+  if (bias.defined()) {
+    if (bias.dim() != 1 || bias.size(0) != weight.size(0))
+      fail("[", where, "] tensor 'bias': expected [", weight.size(0), "], got ",
+           detail::shape_str(bias));
+    detail::check_finite(where, "bias", bias);
+  }
+  at::NoGradGuard no_grad;
+  weight_ = weight.detach().contiguous();
+  bias_ = bias.defined() ? bias.detach().contiguous() : bias;
+  const auto dt = weight_.scalar_type();
+  a_ = init_lora_a(spec_.lora.rank, in_features(), dt, gen).set_requires_grad(true);
+  b_lora_ = init_lora_b(out_features(), spec_.lora.rank, dt).set_requires_grad(true);
+  auto so = init_step_offset(weight_, spec_.grid, spec_.init);
+  s_ = so.s.set_requires_grad(true);
+  offset_ = so.b.set_requires_grad(true);
+}
+
+L4QOptions L4QLinear::options() const {
+  return {spec_.grid, spec_.lora.scale(), spec_.grad_scale, spec_.row_chunk};
+}
+
+at::Tensor L4QLinear::forward(const at::Tensor& x) const {
+  return l4q_linear(x, weight_, a_, b_lora_, s_, offset_, bias_, options());
+}
+
+at::Tensor L4QLinear::merged_float_weight() const {
+  at::NoGradGuard no_grad;
+  return at::addmm(weight_, b_lora_, a_, 1.0, spec_.lora.scale());
+}
+
+void L4QLinear::init_quantizer(LsqInit init) {
+  at::NoGradGuard no_grad;
+  auto so = init_step_offset(merged_float_weight(), spec_.grid, init);
+  s_.copy_(so.s);
+  offset_.copy_(so.b);
+}
+
+void L4QLinear::project_parameters_() { project_step_(s_); }
+
+MergedWeight L4QLinear::merge() const {
+  at::NoGradGuard no_grad;
+  const auto opt = options();
+  const int64_t in = in_features(), gs = spec_.grid.group_size_for(in);
+  const Plan p{spec_.grid.bits, out_features(), in, gs, in / gs,
+               std::min(spec_.row_chunk, out_features()), opt.lora_scale, 0.0, true};
+  // Build W_comb in the forward pass's row blocks so the codes come from the same bits.
+  auto Wc = at::empty_like(weight_);
+  for_row_blocks(p, [&](int64_t r0, int64_t n) {
+    auto dst = Wc.narrow(0, r0, n);
+    merged_rows(weight_, a_.detach(), b_lora_.detach(), p, r0, n, dst);
+  });
+  return quantize_weight(Wc, s_, offset_, spec_.grid);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> L4QLinear::adapter_parameters() const {
+  return {{"lora_a", a_}, {"lora_b", b_lora_}};
+}
+
+std::vector<std::pair<std::string, at::Tensor>> L4QLinear::quantizer_parameters() const {
+  return {{"step", s_}, {"offset", offset_}};
+}
+
+}  // namespace l4q

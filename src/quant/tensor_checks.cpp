@@ -1,0 +1,50 @@
+#include "quant/tensor_checks.h"
+
+#include <ATen/ATen.h>
+
+#include <sstream>
+
+namespace l4q::detail {
+
+std::string shape_str(const at::Tensor& t) {
+  if (!t.defined()) return "undefined";
+  std::ostringstream os;
+  os << "[";
+  for (int64_t i = 0; i < t.dim(); ++i) os << (i ? ", " : "") << t.size(i);
+  os << "]";
+  return os.str();
+}
+
+void check_weight(const char* op, const char* name, const at::Tensor& W) {
+  if (!W.defined()) fail("[", op, "] tensor '", name, "': expected a defined tensor");
+  if (W.dim() != 2)
+    fail("[", op, "] tensor '", name, "': expected 2-D [out, in], got ", shape_str(W));
+  if (!W.device().is_cpu())
+    fail("[", op, "] tensor '", name, "': expected a CPU tensor, got ", W.device().str(),
+         " (CUDA needs the kernels build)");
+  if (W.scalar_type() != at::kFloat && W.scalar_type() != at::kDouble)
+    fail("[", op, "] tensor '", name, "': expected float32 or float64 (CPU compute is fp32), got ",
+         c10::toString(W.scalar_type()));
+}
+
+void check_step_offset(const char* op, const at::Tensor& s, const at::Tensor& b, int64_t rows,
+                       int64_t groups, at::ScalarType compute) {
+  const std::pair<const char*, const at::Tensor*> items[] = {{"s", &s}, {"b", &b}};
+  for (const auto& [name, t] : items) {
+    if (!t->defined()) fail("[", op, "] tensor '", name, "': expected a defined tensor");
+    if (t->dim() != 2 || t->size(0) != rows || t->size(1) != groups)
+      fail("[", op, "] tensor '", name, "': expected [", rows, ", ", groups, "], got ",
+           shape_str(*t));
+    const auto dt = t->scalar_type();
+    if (!(dt == at::kFloat || (dt == at::kDouble && compute == at::kDouble)))
+      fail("[", op, "] tensor '", name, "': expected float32 (float64 only for fp64 compute), got ",
+           c10::toString(dt));
+  }
+}
+
+void check_finite(const char* op, const char* name, const at::Tensor& t) {
+  if (!at::isfinite(t).all().item<bool>())
+    fail("[", op, "] tensor '", name, "': contains NaN or Inf");
+}
+
+}  // namespace l4q::detail
