@@ -1,0 +1,20 @@
+#include "l4q/nn/linear.h"
+
+#include <ATen/ATen.h>
+
+namespace l4q {
+
+FloatLinear::FloatLinear(at::Tensor weight, at::Tensor bias)
+    : weight_(weight.detach()), bias_(bias.defined() ? bias.detach() : bias) {}
+
+at::Tensor FloatLinear::forward(const at::Tensor& x) const {
+  return bias_.defined() ? at::linear(x, weight_, bias_) : at::matmul(x, weight_.t());
+}
+
+LinearFactory float_linear_factory() {
+  return [](const std::string&, const at::Tensor& w, const at::Tensor& b) {
+    return std::make_unique<FloatLinear>(w, b);
+  };
+}
+
+}  // namespace l4q
