@@ -211,58 +211,6 @@ at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tenso
 }
 
 // ---------------------------------------------------------------------------------------
-// MergedWeight
-// ---------------------------------------------------------------------------------------
-
-MergedWeight quantize_weight(const at::Tensor& W, const at::Tensor& s, const at::Tensor& b,
-                             const QuantGrid& grid) {
-  detail::check_weight("quantize_weight", "W", W);
-  grid.validate("quantize_weight", W.size(1));
-  const int64_t out = W.size(0), in = W.size(1), gs = grid.group_size_for(in), groups = in / gs;
-  detail::check_step_offset("quantize_weight", s, b, out, groups, W.scalar_type());
-  at::NoGradGuard no_grad;
-  const auto Wc = W.detach().contiguous();
-  const auto st = s.detach().to(W.scalar_type()).contiguous();
-  const auto bt = b.detach().to(W.scalar_type()).contiguous();
-  auto codes = at::empty({out, in}, at::TensorOptions().dtype(at::kChar));
-  AT_DISPATCH_FLOATING_TYPES(W.scalar_type(), "quantize_weight", [&] {
-    at::parallel_for(0, out, detail::row_grain(in), [&](int64_t r0, int64_t r1) {
-      cpu::quantize_codes_rows(Wc.data_ptr<scalar_t>() + r0 * in,
-                               st.data_ptr<scalar_t>() + r0 * groups,
-                               bt.data_ptr<scalar_t>() + r0 * groups,
-                               codes.data_ptr<int8_t>() + r0 * in, r1 - r0, in, gs, grid.bits);
-    });
-  });
-  QuantGrid resolved = grid;
-  resolved.group_size = gs;
-  return {codes, s.detach().clone(), b.detach().clone(), resolved};
-}
-
-at::Tensor MergedWeight::dequantize() const {
-  const int64_t out = w_int.size(0), in = w_int.size(1), gs = grid.group_size_for(in),
-                groups = in / gs;
-  auto W = at::empty({out, in}, s.options());
-  const auto st = s.contiguous(), bt = b.contiguous(), codes = w_int.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "dequantize", [&] {
-    at::parallel_for(0, out, detail::row_grain(in), [&](int64_t r0, int64_t r1) {
-      cpu::dequantize_rows(codes.data_ptr<int8_t>() + r0 * in,
-                           st.data_ptr<scalar_t>() + r0 * groups,
-                           bt.data_ptr<scalar_t>() + r0 * groups, W.data_ptr<scalar_t>() + r0 * in,
-                           r1 - r0, in, gs);
-    });
-  });
-  return W;
-}
-
-at::Tensor MergedWeight::unsigned_codes() const {
-  return (w_int.to(at::kShort) - grid.qn()).to(at::kByte);
-}
-
-at::Tensor MergedWeight::min_offset() const {
-  return b + s.clamp_min(min_step()) * static_cast<double>(grid.qn());
-}
-
-// ---------------------------------------------------------------------------------------
 // L4QLinear module
 // ---------------------------------------------------------------------------------------
 
@@ -301,7 +249,21 @@ L4QOptions L4QLinear::options() const {
 }
 
 at::Tensor L4QLinear::forward(const at::Tensor& x) const {
+  if (!quantize_) {
+    auto y = at::matmul(x, weight_.t()) +
+             at::matmul(at::matmul(x, a_.t()), b_lora_.t()) * spec_.lora.scale();
+    return bias_.defined() ? y + bias_ : y;
+  }
   return l4q_linear(x, weight_, a_, b_lora_, s_, offset_, bias_, options());
+}
+
+void L4QLinear::enable_quantization(LsqInit init) {
+  init_quantizer(init);
+  quantize_ = true;
+}
+
+at::Tensor L4QLinear::effective_weight() const {
+  return quantize_ ? merge().dequantize() : merged_float_weight();
 }
 
 at::Tensor L4QLinear::merged_float_weight() const {
@@ -333,12 +295,11 @@ MergedWeight L4QLinear::merge() const {
   return quantize_weight(Wc, s_, offset_, spec_.grid);
 }
 
-std::vector<std::pair<std::string, at::Tensor>> L4QLinear::adapter_parameters() const {
-  return {{"lora_a", a_}, {"lora_b", b_lora_}};
-}
-
-std::vector<std::pair<std::string, at::Tensor>> L4QLinear::quantizer_parameters() const {
-  return {{"step", s_}, {"offset", offset_}};
+std::vector<NamedParam> L4QLinear::parameters() const {
+  return {{"lora_a", a_, ParamRole::Adapter},
+          {"lora_b", b_lora_, ParamRole::Adapter},
+          {"step", s_, ParamRole::Quantizer},
+          {"offset", offset_, ParamRole::Quantizer}};
 }
 
 }  // namespace l4q

@@ -11,9 +11,11 @@
 #include <utility>
 #include <vector>
 
+#include "l4q/nn/linear.h"
 #include "l4q/nn/lora.h"
 #include "l4q/quant/grid.h"
 #include "l4q/quant/lsq.h"
+#include "l4q/quant/merged_weight.h"
 
 namespace l4q {
 
@@ -33,25 +35,6 @@ at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tenso
                       const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
                       const at::Tensor& bias, const L4QOptions& opt);
 
-// The deployable form of a quantized weight: W = w_int * s + b per group.
-struct MergedWeight {
-  at::Tensor w_int;  // int8 [out, in], signed codes in [Qn, Qp]
-  at::Tensor s;      // [out, groups]
-  at::Tensor b;      // [out, groups]
-  QuantGrid grid;    // group_size resolved (never -1)
-
-  // w_int * s + b, computed with the same element math as the forward pass: bit for bit the
-  // W_q that l4q_linear used.
-  at::Tensor dequantize() const;
-  // Unsigned view for export: q = w_int - Qn in [0, 2^bits - 1] (uint8), m = b + s*Qn.
-  at::Tensor unsigned_codes() const;
-  at::Tensor min_offset() const;
-};
-
-// Quantizes a weight with given s, b exactly as the forward pass does (no autograd).
-MergedWeight quantize_weight(const at::Tensor& W, const at::Tensor& s, const at::Tensor& b,
-                             const QuantGrid& grid);
-
 struct L4QLinearSpec {
   LoraSpec lora;
   QuantGrid grid;
@@ -61,34 +44,43 @@ struct L4QLinearSpec {
 };
 
 // Module: holds the frozen weight, the adapter (A, B) and the quantizer (s, b).
-class L4QLinear {
+class L4QLinear final : public Linear {
  public:
   // weight [out, in] (frozen, must be finite), bias [out] or undefined (frozen).
   // The quantizer is initialised from `weight` (B = 0 so W0 is the merged weight).
   L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& spec,
             c10::optional<at::Generator> gen = c10::nullopt);
 
-  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor forward(const at::Tensor& x) const override;
 
-  // Re-initialises s, b from the current merged weight W0 + (alpha/r) B A (used after a
-  // float-LoRA warm-up, as the paper's code does).
+  // Quantization warm-up: while disabled the layer is plain float LoRA
+  // (y = x W0^T + (alpha/r) x A^T B^T). Enabling re-initialises s, b from the merged weight
+  // W0 + (alpha/r) B A, as the paper's code does after its first LoRA steps.
+  void disable_quantization() { quantize_ = false; }
+  void enable_quantization(LsqInit init);
+  bool quantization_enabled() const { return quantize_; }
+
+  // Re-initialises s, b from the current merged weight W0 + (alpha/r) B A.
   void init_quantizer(LsqInit init);
   // Keeps s >= min step; call after every optimizer step.
   void project_parameters_();
+  void after_step() override { project_parameters_(); }
 
   at::Tensor merged_float_weight() const;  // W0 + (alpha/r) B A, no quantization
-  MergedWeight merge() const;
+  MergedWeight merge() const;              // the integer weight the forward pass uses
 
-  std::vector<std::pair<std::string, at::Tensor>> adapter_parameters() const;    // A, B
-  std::vector<std::pair<std::string, at::Tensor>> quantizer_parameters() const;  // s, b
+  std::vector<NamedParam> parameters() const override;
+  at::Tensor effective_weight() const override;
+  at::Tensor bias() const override { return bias_; }
+  std::optional<MergedWeight> quantized_weight() const override { return merge(); }
+  std::string method() const override { return "l4q"; }
 
-  int64_t in_features() const { return weight_.size(1); }
-  int64_t out_features() const { return weight_.size(0); }
+  int64_t in_features() const override { return weight_.size(1); }
+  int64_t out_features() const override { return weight_.size(0); }
   const L4QLinearSpec& spec() const { return spec_; }
   L4QOptions options() const;
 
   const at::Tensor& weight() const { return weight_; }
-  const at::Tensor& bias() const { return bias_; }
   const at::Tensor& lora_a() const { return a_; }
   const at::Tensor& lora_b() const { return b_lora_; }
   const at::Tensor& step() const { return s_; }
@@ -99,6 +91,7 @@ class L4QLinear {
   at::Tensor weight_, bias_;
   at::Tensor a_, b_lora_;  // LoRA A [r, in], B [out, r]
   at::Tensor s_, offset_;  // quantizer [out, groups]
+  bool quantize_ = true;
 };
 
 }  // namespace l4q

@@ -4,8 +4,11 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include "l4q/quant/merged_weight.h"
+
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,6 +44,9 @@ class Linear {
   // without autograd. Evaluation and export start from it.
   virtual at::Tensor effective_weight() const = 0;
   virtual at::Tensor bias() const { return {}; }
+  // The deployable integer weight for quantized methods (codes, step, offset); nullopt for
+  // float methods. Dequantizing it gives effective_weight().
+  virtual std::optional<MergedWeight> quantized_weight() const { return std::nullopt; }
   virtual std::string method() const = 0;
 
  protected:

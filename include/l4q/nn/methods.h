@@ -1,0 +1,42 @@
+// Method selection: which linear layers a fine-tuning method replaces, and with what.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "l4q/nn/baselines.h"
+#include "l4q/nn/l4q_linear.h"
+#include "l4q/nn/linear.h"
+
+namespace l4q {
+
+enum class LinearMethod { Float, Lora, LoraRtn, QatLora, QaLora, Lsq, L4Q, Rtn };
+
+LinearMethod parse_linear_method(const std::string& name);  // "l4q", "lora", "qat-lora", ...
+std::string to_string(LinearMethod m);
+bool is_quantized(LinearMethod m);  // everything but float and lora
+bool trains(LinearMethod m);        // everything but float and rtn
+
+struct MethodSpec {
+  LinearMethod method = LinearMethod::L4Q;
+  LoraSpec lora;                          // lora, lora-rtn, qat-lora, qa-lora, l4q
+  QuantGrid grid{4, 128};                 // every quantized method
+  LsqInit init = LsqInit::L4Q;            // learned quantizers (l4q, lsq, qat-lora learned)
+  LsqInit ptq_init = LsqInit::MinMax;     // RTN / PTQ steps (rtn, lora-rtn, qat-lora export, qa-lora base)
+  double grad_scale = 0.0;                // LSQ g, <= 0: 1/sqrt(G*Qp)
+  int64_t row_chunk = 256;
+  bool qat_learn_scales = false;          // qat-lora: learn s, b of the base (torchao "range learning")
+  // Module names (the last component of the HF name) the method applies to; others stay float.
+  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"};
+  uint64_t seed = 0;                      // LoRA A init: per-layer generator seeded from (seed, name)
+
+  void validate(const std::string& where) const;
+};
+
+// A factory for LlamaModel: builds `spec.method` layers for targeted module names, float
+// layers elsewhere. LoRA A of each layer is drawn from a generator seeded by (seed, name), so
+// a model is reproducible whatever order its layers are built in.
+LinearFactory make_linear_factory(const MethodSpec& spec);
+
+}  // namespace l4q

@@ -1,0 +1,107 @@
+#include "l4q/nn/methods.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <functional>
+
+#include "l4q/error.h"
+
+namespace l4q {
+
+namespace {
+struct MethodName {
+  LinearMethod m;
+  const char* name;
+};
+constexpr MethodName kMethods[] = {
+    {LinearMethod::Float, "float"},       {LinearMethod::Lora, "lora"},
+    {LinearMethod::LoraRtn, "lora-rtn"},  {LinearMethod::QatLora, "qat-lora"},
+    {LinearMethod::QaLora, "qa-lora"},    {LinearMethod::Lsq, "lsq"},
+    {LinearMethod::L4Q, "l4q"},           {LinearMethod::Rtn, "rtn"},
+};
+
+std::string last_component(const std::string& name) {
+  const auto dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(dot + 1);
+}
+
+// FNV-1a: a stable hash of the module name (std::hash is not stable across builds).
+uint64_t stable_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+}  // namespace
+
+LinearMethod parse_linear_method(const std::string& name) {
+  for (const auto& m : kMethods)
+    if (name == m.name) return m.m;
+  fail("method: expected one of float, lora, lora-rtn, qat-lora, qa-lora, lsq, l4q, rtn, got '",
+       name, "'");
+}
+
+std::string to_string(LinearMethod m) {
+  for (const auto& k : kMethods)
+    if (k.m == m) return k.name;
+  return "?";
+}
+
+bool is_quantized(LinearMethod m) { return m != LinearMethod::Float && m != LinearMethod::Lora; }
+bool trains(LinearMethod m) { return m != LinearMethod::Float && m != LinearMethod::Rtn; }
+
+void MethodSpec::validate(const std::string& where) const {
+  const bool uses_lora = method == LinearMethod::Lora || method == LinearMethod::LoraRtn ||
+                         method == LinearMethod::QatLora || method == LinearMethod::QaLora ||
+                         method == LinearMethod::L4Q;
+  if (uses_lora) lora.validate(where);
+  if (method == LinearMethod::L4Q && lora.dropout != 0)
+    fail("[", where, "] lora.dropout: expected 0 for method l4q, got ", lora.dropout,
+         " (the adapter is merged before quantization: there is no LoRA branch to drop)");
+  if (is_quantized(method)) grid.validate(where);
+  if (row_chunk < 1) fail("[", where, "] row_chunk: expected >= 1, got ", row_chunk);
+  static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                "gate_proj", "up_proj", "down_proj"};
+  for (const auto& t : target_modules)
+    if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return t == k; }) ==
+        std::end(known))
+      fail("[", where, "] target_modules: unknown module '", t,
+           "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+}
+
+LinearFactory make_linear_factory(const MethodSpec& spec) {
+  spec.validate("method");
+  return [spec](const std::string& name, const at::Tensor& w,
+                const at::Tensor& b) -> std::unique_ptr<Linear> {
+    const auto leaf = last_component(name);
+    const bool targeted = std::find(spec.target_modules.begin(), spec.target_modules.end(),
+                                    leaf) != spec.target_modules.end();
+    if (!targeted || spec.method == LinearMethod::Float) return std::make_unique<FloatLinear>(w, b);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(spec.seed ^ stable_hash(name));
+    const QuantSpec ptq{spec.grid, spec.ptq_init, spec.grad_scale, spec.row_chunk};
+    const QuantSpec learned{spec.grid, spec.init, spec.grad_scale, spec.row_chunk};
+    try {
+      switch (spec.method) {
+        case LinearMethod::Lora: return std::make_unique<LoraLinear>(w, b, spec.lora, std::nullopt, gen);
+        case LinearMethod::LoraRtn: return std::make_unique<LoraLinear>(w, b, spec.lora, ptq, gen);
+        case LinearMethod::QatLora:
+          return std::make_unique<QatLoraLinear>(w, b, spec.lora,
+                                                 spec.qat_learn_scales ? learned : ptq,
+                                                 spec.qat_learn_scales, gen);
+        case LinearMethod::QaLora: return std::make_unique<QaLoraLinear>(w, b, spec.lora, ptq, gen);
+        case LinearMethod::Lsq: return std::make_unique<LsqLinear>(w, b, learned);
+        case LinearMethod::Rtn: return std::make_unique<RtnLinear>(w, b, ptq);
+        case LinearMethod::L4Q: {
+          L4QLinearSpec s{spec.lora, spec.grid, spec.init, spec.grad_scale, spec.row_chunk};
+          return std::make_unique<L4QLinear>(w, b, s, gen);
+        }
+        case LinearMethod::Float: break;
+      }
+    } catch (const Error& e) {
+      fail(name, ": ", e.what());
+    }
+    return std::make_unique<FloatLinear>(w, b);
+  };
+}
+
+}  // namespace l4q
