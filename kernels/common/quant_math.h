@@ -79,6 +79,62 @@ L4Q_HD double dequantize(double w_int, double s, double b) {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------
+// Division by a per-group reciprocal (used by the CUDA kernels; the CPU path divides).
+//
+// An IEEE division costs one MUFU.RCP per element on a GPU (16 lanes per SM-clock, 1/8 of the
+// FP32 rate), which alone would take as long as the tensor-core work of the fused matmul (see
+// docs/kernels.md). With y = RN(1/s) computed once per group, one Markstein correction step
+// gives the correctly rounded quotient from three FP32 operations:
+//     q = RN(a*y);  r = a - q*s (exact, by FMA);  q' = RN(q + r*y) = RN(a/s)
+// The theorem needs r not to underflow and nothing to overflow; outside the guarded range
+// (|a| in [2^-64, 2^64], s in [kMinStep, 2^100]) the function falls back to the division, so
+// the result is bit-identical to a / s for every input. tests/unit/test_kernels_quant_math.cpp
+// checks that over random inputs, exact ties and near-ties.
+// ---------------------------------------------------------------------------------------
+L4Q_HD float fma_rn(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return __builtin_fmaf(a, b, c);
+#endif
+}
+
+L4Q_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+// RN(1/s) for a step already passed through clamp_step().
+L4Q_HD float recip_step(float s) { return 1.0f / s; }
+
+L4Q_HD bool recip_division_exact_range(float a, float s) {
+  const float aa = a < 0.0f ? -a : a;
+  return aa >= 0x1p-64f && aa <= 0x1p64f && s >= kMinStep && s <= 0x1p100f;
+}
+
+// RN(a / s), given y = recip_step(s).
+L4Q_HD float div_rn_by_recip(float a, float s, float y) {
+  if (!recip_division_exact_range(a, s)) return a / s;
+  const float q = mul_rn(a, y);
+  const float r = fma_rn(-q, s, a);
+  return fma_rn(r, y, q);
+}
+
+// quantize() with the division replaced by div_rn_by_recip: bit-identical results.
+L4Q_HD QuantElem<float> quantize_recip(float W, float s, float inv_s, float b, float qn,
+                                       float qp) {
+  QuantElem<float> e;
+  e.w = div_rn_by_recip(W - b, s, inv_s);
+  e.in = (e.w >= qn) && (e.w <= qp);
+  e.w_c = e.w < qn ? qn : (e.w > qp ? qp : e.w);
+  e.w_int = round_half_even(e.w_c);
+  return e;
+}
+
 // Per-element contributions to dL/ds and dL/db, before the group sum and the LSQ scale g.
 template <typename T>
 L4Q_HD T step_grad(const QuantElem<T>& e) { return e.in ? (e.w_int - e.w) : e.w_c; }

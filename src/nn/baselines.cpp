@@ -1,6 +1,7 @@
 #include "l4q/nn/baselines.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "l4q/error.h"
 #include "l4q/nn/l4q_linear.h"
@@ -119,6 +120,10 @@ std::optional<MergedWeight> QatLoraLinear::quantized_weight() const {
   return round_to_nearest(at::addmm(weight_, b_, a_, 1.0, lora_.scale()), q_);
 }
 
+std::optional<double> QatLoraLinear::clipped_fraction() const {
+  return l4q::clipped_fraction(weight_, s_, offset_, q_.grid);
+}
+
 at::Tensor QatLoraLinear::effective_weight() const { return quantized_weight()->dequantize(); }
 
 // ---------------------------------------------------------------------------------------
@@ -190,6 +195,10 @@ void LsqLinear::after_step() { project_step_(s_); }
 
 std::optional<MergedWeight> LsqLinear::quantized_weight() const {
   return quantize_weight(weight_.detach(), s_, offset_, q_.grid);
+}
+
+std::optional<double> LsqLinear::clipped_fraction() const {
+  return l4q::clipped_fraction(weight_, s_, offset_, q_.grid);
 }
 
 at::Tensor LsqLinear::effective_weight() const { return quantized_weight()->dequantize(); }

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "l4q/error.h"
@@ -260,6 +261,11 @@ at::Tensor L4QLinear::forward(const at::Tensor& x) const {
 void L4QLinear::enable_quantization(LsqInit init) {
   init_quantizer(init);
   quantize_ = true;
+}
+
+std::optional<double> L4QLinear::clipped_fraction() const {
+  if (!quantize_) return std::nullopt;
+  return l4q::clipped_fraction(merged_float_weight(), s_, offset_, spec_.grid);
 }
 
 at::Tensor L4QLinear::effective_weight() const {

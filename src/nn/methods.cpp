@@ -69,6 +69,13 @@ void MethodSpec::validate(const std::string& where) const {
            "' (expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
 }
 
+QuantGrid grid_for_layer(const MethodSpec& spec, int64_t in_features) {
+  QuantGrid g = spec.grid;
+  if (spec.per_channel_if_indivisible && g.group_size > 0 && in_features % g.group_size != 0)
+    g.group_size = -1;
+  return g;
+}
+
 LinearFactory make_linear_factory(const MethodSpec& spec) {
   spec.validate("method");
   return [spec](const std::string& name, const at::Tensor& w,
@@ -78,8 +85,9 @@ LinearFactory make_linear_factory(const MethodSpec& spec) {
                                     leaf) != spec.target_modules.end();
     if (!targeted || spec.method == LinearMethod::Float) return std::make_unique<FloatLinear>(w, b);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(spec.seed ^ stable_hash(name));
-    const QuantSpec ptq{spec.grid, spec.ptq_init, spec.grad_scale, spec.row_chunk};
-    const QuantSpec learned{spec.grid, spec.init, spec.grad_scale, spec.row_chunk};
+    const QuantGrid grid = grid_for_layer(spec, w.size(1));
+    const QuantSpec ptq{grid, spec.ptq_init, spec.grad_scale, spec.row_chunk};
+    const QuantSpec learned{grid, spec.init, spec.grad_scale, spec.row_chunk};
     try {
       switch (spec.method) {
         case LinearMethod::Lora: return std::make_unique<LoraLinear>(w, b, spec.lora, std::nullopt, gen);
@@ -92,7 +100,7 @@ LinearFactory make_linear_factory(const MethodSpec& spec) {
         case LinearMethod::Lsq: return std::make_unique<LsqLinear>(w, b, learned);
         case LinearMethod::Rtn: return std::make_unique<RtnLinear>(w, b, ptq);
         case LinearMethod::L4Q: {
-          L4QLinearSpec s{spec.lora, spec.grid, spec.init, spec.grad_scale, spec.row_chunk};
+          L4QLinearSpec s{spec.lora, grid, spec.init, spec.grad_scale, spec.row_chunk};
           return std::make_unique<L4QLinear>(w, b, s, gen);
         }
         case LinearMethod::Float: break;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
@@ -79,6 +80,16 @@ StepOffset init_step_offset(const at::Tensor& W, const QuantGrid& grid, LsqInit 
   }
   s = s.clamp_min(min_step()).contiguous();
   return {s, b.contiguous()};
+}
+
+double clipped_fraction(const at::Tensor& W, const at::Tensor& s, const at::Tensor& b,
+                        const QuantGrid& grid) {
+  at::NoGradGuard no_grad;
+  const int64_t gs = grid.group_size_for(W.size(1));
+  const auto w = (W.detach() - b.detach().to(W.scalar_type()).repeat_interleave(gs, 1)) /
+                 s.detach().to(W.scalar_type()).clamp_min(min_step()).repeat_interleave(gs, 1);
+  const auto outside = (w < grid.qn()) | (w > grid.qp());
+  return outside.to(at::kDouble).mean().item<double>();
 }
 
 namespace {

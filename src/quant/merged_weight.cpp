@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 
 #include "l4q/quant/lsq.h"
 #include "quant/fake_quant_rows.h"

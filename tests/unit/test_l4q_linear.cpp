@@ -3,6 +3,7 @@
 // checks that each defect of the public reproduction code (../shared/reference/L4Q.md) is
 // absent.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 

@@ -63,6 +63,7 @@ class QatLoraLinear final : public Linear {
   at::Tensor effective_weight() const override;
   at::Tensor bias() const override { return bias_; }
   std::optional<MergedWeight> quantized_weight() const override;
+  std::optional<double> clipped_fraction() const override;
   std::string method() const override { return "qat-lora"; }
   int64_t in_features() const override { return weight_.size(1); }
   int64_t out_features() const override { return weight_.size(0); }
@@ -104,6 +105,7 @@ class LsqLinear final : public Linear {
   at::Tensor effective_weight() const override;
   at::Tensor bias() const override { return bias_; }
   std::optional<MergedWeight> quantized_weight() const override;
+  std::optional<double> clipped_fraction() const override;
   std::string method() const override { return "lsq"; }
   int64_t in_features() const override { return weight_.size(1); }
   int64_t out_features() const override { return weight_.size(0); }

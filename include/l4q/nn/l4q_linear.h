@@ -73,6 +73,7 @@ class L4QLinear final : public Linear {
   at::Tensor effective_weight() const override;
   at::Tensor bias() const override { return bias_; }
   std::optional<MergedWeight> quantized_weight() const override { return merge(); }
+  std::optional<double> clipped_fraction() const override;
   std::string method() const override { return "l4q"; }
 
   int64_t in_features() const override { return weight_.size(1); }

@@ -47,6 +47,9 @@ class Linear {
   // The deployable integer weight for quantized methods (codes, step, offset); nullopt for
   // float methods. Dequantizing it gives effective_weight().
   virtual std::optional<MergedWeight> quantized_weight() const { return std::nullopt; }
+  // Fraction of weights the learned quantizer clips (|w| outside [Qn, Qp]); nullopt for
+  // methods without a quantizer in the training forward.
+  virtual std::optional<double> clipped_fraction() const { return std::nullopt; }
   virtual std::string method() const = 0;
 
  protected:

@@ -26,6 +26,10 @@ struct MethodSpec {
   double grad_scale = 0.0;                // LSQ g, <= 0: 1/sqrt(G*Qp)
   int64_t row_chunk = 256;
   bool qat_learn_scales = false;          // qat-lora: learn s, b of the base (torchao "range learning")
+  // A layer whose in_features the group size does not divide: an error (false), or one
+  // group per row for that layer (true; e.g. stories260K's down_proj has in = 172). Layers
+  // that fell back are listed by fallback_layers().
+  bool per_channel_if_indivisible = false;
   // Module names (the last component of the HF name) the method applies to; others stay float.
   std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
@@ -38,5 +42,8 @@ struct MethodSpec {
 // layers elsewhere. LoRA A of each layer is drawn from a generator seeded by (seed, name), so
 // a model is reproducible whatever order its layers are built in.
 LinearFactory make_linear_factory(const MethodSpec& spec);
+
+// The grid a layer with `in_features` gets under `spec` (group_size -1 when it falls back).
+QuantGrid grid_for_layer(const MethodSpec& spec, int64_t in_features);
 
 }  // namespace l4q

@@ -37,6 +37,10 @@ double min_step();
 // Clamps s to >= min_step() in place, outside autograd: call after each optimizer step.
 void project_step_(at::Tensor& s);
 
+// Fraction of the elements of W [out, in] whose w = (W - b)/s falls outside [Qn, Qp].
+double clipped_fraction(const at::Tensor& W, const at::Tensor& s, const at::Tensor& b,
+                        const QuantGrid& grid);
+
 // Fake-quantizes W [out, in] with per-group s, b [out, groups]: returns W_q = Q(W) with the
 // STE gradients dW = M * G, ds, db (scaled by grad_scale; <= 0 means lsq_grad_scale).
 // Differentiable w.r.t. W, s and b (whichever require grad). Materialises out x in tensors:

@@ -1,0 +1,19 @@
+// Finds the tokenizer that belongs to a model checkpoint.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "l4q/text/tokenizer.h"
+
+namespace l4q {
+
+// `tokenizer_path` when non-empty; otherwise, for an HF directory its tokenizer.model; for a
+// GGUF file its own vocabulary (tokenizer.ggml.model "llama"); for any file a tokenizer.model
+// or tok512.model beside it. Throws l4q::Error listing the places it looked.
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
+                                                const std::string& tokenizer_path = "");
+
+// The vocabulary of a GGUF file (tokenizer.ggml.*) as a SentencePiece tokenizer.
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::string& gguf_path);
+
+}  // namespace l4q

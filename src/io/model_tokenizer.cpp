@@ -1,0 +1,59 @@
+#include "l4q/io/model_tokenizer.h"
+
+#include <filesystem>
+
+#include "l4q/error.h"
+#include "l4q/io/gguf.h"
+#include "l4q/text/sentencepiece.h"
+
+namespace l4q {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::string& gguf_path) {
+  const auto f = GgufFile::open(gguf_path);
+  const auto model = f.get_or<std::string>("tokenizer.ggml.model", "");
+  if (model != "llama")
+    fail(gguf_path, ": key 'tokenizer.ggml.model': expected \"llama\" (SentencePiece), got \"",
+         model, "\"");
+  SentencePieceVocab v;
+  v.pieces = f.get_array<std::string>("tokenizer.ggml.tokens");
+  v.scores = f.contains("tokenizer.ggml.scores") ? f.get_array<float>("tokenizer.ggml.scores")
+                                                 : std::vector<float>(v.pieces.size(), 0.f);
+  if (f.contains("tokenizer.ggml.token_type"))
+    v.types = f.get_array<int32_t>("tokenizer.ggml.token_type");
+  v.bos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.bos_token_id", 1));
+  v.eos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.eos_token_id", 2));
+  v.unk_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.unknown_token_id", 0));
+  if (f.contains("tokenizer.ggml.padding_token_id"))
+    v.pad_id = static_cast<int32_t>(f.get<uint32_t>("tokenizer.ggml.padding_token_id"));
+  v.add_dummy_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", true);
+  return std::make_unique<SentencePieceTokenizer>(v, gguf_path);
+}
+
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
+                                                const std::string& tokenizer_path) {
+  if (!tokenizer_path.empty()) return load_tokenizer(tokenizer_path);
+  const fs::path p(model_path);
+  std::string looked;
+  auto try_file = [&](const fs::path& f) -> std::unique_ptr<Tokenizer> {
+    looked += (looked.empty() ? "" : ", ") + f.string();
+    if (fs::is_regular_file(f)) return load_tokenizer(f.string());
+    return nullptr;
+  };
+  if (fs::is_directory(p)) {
+    if (auto t = try_file(p / "tokenizer.model")) return t;
+  } else {
+    if (p.extension() == ".gguf") {
+      looked = p.string() + " (tokenizer.ggml.*)";
+      const auto f = GgufFile::open(p.string());
+      if (f.contains("tokenizer.ggml.tokens")) return tokenizer_from_gguf(p.string());
+    }
+    for (const char* name : {"tokenizer.model", "tok512.model"})
+      if (auto t = try_file(p.parent_path() / name)) return t;
+  }
+  fail(model_path, ": no tokenizer found (looked at ", looked,
+       "); pass one with --tokenizer FILE.model");
+}
+
+}  // namespace l4q
