@@ -21,60 +21,24 @@
 #include "l4q/error.h"
 #include "l4q/infer/generate.h"
 #include "l4q/io/checkpoint.h"
-#include "l4q/io/gguf.h"
+#include "l4q/io/model_tokenizer.h"
+#include "l4q/train/run.h"
 #include "l4q/model/llama.h"
 #include "l4q/runtime.h"
-#include "l4q/text/sentencepiece.h"
 #include "l4q/text/tokenizer.h"
 
-namespace fs = std::filesystem;
 
 namespace {
 
-bool is_gguf(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return false;
-  char magic[4] = {};
-  const bool ok = std::fread(magic, 1, 4, f) == 4 && std::string(magic, 4) == "GGUF";
-  std::fclose(f);
-  return ok;
-}
-
-// The SentencePiece vocabulary llama.cpp keeps in tokenizer.ggml.* keys.
-std::unique_ptr<l4q::Tokenizer> gguf_tokenizer(const std::string& path) {
-  const auto f = l4q::GgufFile::open(path);
-  if (!f.contains("tokenizer.ggml.tokens")) return nullptr;
-  const auto model = f.get_or<std::string>("tokenizer.ggml.model", "llama");
-  if (model != "llama")
-    l4q::fail(path, ": tokenizer.ggml.model '", model,
-              "' is not SentencePiece ('llama'); give a tokenizer with --tokenizer");
-  l4q::SentencePieceVocab v;
-  v.pieces = f.get_array<std::string>("tokenizer.ggml.tokens");
-  if (f.contains("tokenizer.ggml.scores")) v.scores = f.get_array<float>("tokenizer.ggml.scores");
-  else v.scores.assign(v.pieces.size(), 0.0f);
-  if (f.contains("tokenizer.ggml.token_type"))
-    v.types = f.get_array<int32_t>("tokenizer.ggml.token_type");
-  v.bos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.bos_token_id", 1));
-  v.eos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.eos_token_id", 2));
-  v.unk_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.unknown_token_id", 0));
-  if (f.contains("tokenizer.ggml.padding_token_id"))
-    v.pad_id = static_cast<int32_t>(f.get<uint32_t>("tokenizer.ggml.padding_token_id"));
-  v.add_dummy_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", true);
-  return std::make_unique<l4q::SentencePieceTokenizer>(v, path + " (GGUF vocabulary)");
-}
-
+// The tokenizer that belongs to the model, or nullptr when none is found (then only
+// --prompt-ids / --print-ids work).
 std::unique_ptr<l4q::Tokenizer> find_tokenizer(const std::string& model, const std::string& given) {
   if (!given.empty()) return l4q::load_tokenizer(given);
-  if (fs::is_directory(model)) {
-    if (fs::exists(fs::path(model) / "tokenizer.model")) return l4q::load_tokenizer(model);
+  try {
+    return l4q::load_model_tokenizer(model);
+  } catch (const l4q::Error&) {
     return nullptr;
   }
-  if (is_gguf(model))
-    if (auto t = gguf_tokenizer(model)) return t;
-  const auto dir = fs::path(model).parent_path();
-  for (const char* name : {"tok512.model", "tokenizer.model"})
-    if (fs::exists(dir / name)) return l4q::load_tokenizer((dir / name).string());
-  return nullptr;
 }
 
 std::vector<int32_t> parse_ids(const std::string& text) {
@@ -98,7 +62,7 @@ int main(int argc, char** argv) {
   opt.max_new_tokens = 256;
   bool print_ids = false, ignore_eos = false, no_cache = false;
   int threads = 0;
-  app.add_option("--model", model_path, "HF directory, GGUF file or llama2.c .bin")
+  app.add_option("--model", model_path, "HF directory, GGUF file, llama2.c .bin, or an l4q-train run directory")
       ->required()->check(CLI::ExistingPath);
   app.add_option("--tokenizer", tokenizer_path, "SentencePiece .model (default: found next to the model)")
       ->check(CLI::ExistingFile);
@@ -122,12 +86,24 @@ int main(int argc, char** argv) {
     opt.stop_at_eos = !ignore_eos;
     opt.use_cache = !no_cache;
 
-    const auto ck = l4q::load_checkpoint(model_path);
-    const l4q::LlamaModel model(ck.config, ck.tensors);
-    const auto tok = find_tokenizer(model_path, tokenizer_path);
-    if (tok && tok->vocab_size() != ck.config.vocab_size)
+    // A checkpoint file/directory, or an l4q-train run (its model with the trained,
+    // fake-quantized layers).
+    std::unique_ptr<l4q::LlamaModel> model_ptr;
+    std::unique_ptr<l4q::Tokenizer> tok;
+    if (l4q::is_trained_run(model_path)) {
+      auto run = l4q::load_trained_run(model_path);
+      model_ptr = std::move(run.model);
+      tok = tokenizer_path.empty() ? std::move(run.tokenizer) : l4q::load_tokenizer(tokenizer_path);
+    } else {
+      const auto ck = l4q::load_checkpoint(model_path);
+      model_ptr = std::make_unique<l4q::LlamaModel>(ck.config, ck.tensors);
+      tok = find_tokenizer(model_path, tokenizer_path);
+    }
+    const l4q::LlamaModel& model = *model_ptr;
+    const auto& cfg = model.config();
+    if (tok && tok->vocab_size() != cfg.vocab_size)
       l4q::fail("tokenizer has ", tok->vocab_size(), " pieces but the model's vocabulary is ",
-                ck.config.vocab_size, " (give the matching one with --tokenizer)");
+                cfg.vocab_size, " (give the matching one with --tokenizer)");
 
     std::vector<int32_t> ids;
     if (!prompt_ids.empty()) {
@@ -137,7 +113,7 @@ int main(int argc, char** argv) {
       if (tok->bos_id() < 0 && ids.empty())
         l4q::fail("the tokenizer has no BOS token: give a non-empty --prompt");
     } else if (prompt.empty()) {
-      ids = {static_cast<int32_t>(ck.config.bos_token_id)};
+      ids = {static_cast<int32_t>(cfg.bos_token_id)};
     } else {
       l4q::fail("no tokenizer found for '", model_path, "': give one with --tokenizer, or --prompt-ids");
     }
