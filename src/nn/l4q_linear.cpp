@@ -7,6 +7,9 @@
 
 #include "l4q/error.h"
 #include "quant/fake_quant_rows.h"
+#if L4Q_WITH_CUDA_KERNELS
+#include "nn/cuda/l4q_linear_cuda.h"
+#endif
 #include "quant/tensor_checks.h"
 
 namespace l4q {
@@ -62,6 +65,19 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     // take undefined tensors.
     const Plan p{static_cast<int>(bits), W0.size(0), W0.size(1), gs, W0.size(1) / gs,
                  std::min(chunk, W0.size(0)), lora_scale, grad_scale, A.numel() > 0};
+    ctx->save_for_backward({x2, W0, A, B, s, b, bias});
+    ctx->saved_data["bits"] = bits;
+    ctx->saved_data["gs"] = gs;
+    ctx->saved_data["lora_scale"] = lora_scale;
+    ctx->saved_data["grad_scale"] = grad_scale;
+    ctx->saved_data["chunk"] = chunk;
+#if L4Q_WITH_CUDA_KERNELS
+    if (x2.is_cuda()) {
+      auto Yc = cuda::l4q_linear_forward(x2, W0, A, B, s, b, p.bits, gs, lora_scale);
+      if (bias.numel() > 0) Yc.add_(bias);
+      return Yc;
+    }
+#endif
     const auto dt = x2.scalar_type();
     const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
     auto Y = at::empty({x2.size(0), p.out}, x2.options());
@@ -74,12 +90,6 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
       at::mm_out(Yc, x2, Wc.t());
     });
     if (bias.numel() > 0) Y.add_(bias);
-    ctx->save_for_backward({x2, W0, A, B, s, b, bias});
-    ctx->saved_data["bits"] = bits;
-    ctx->saved_data["gs"] = gs;
-    ctx->saved_data["lora_scale"] = lora_scale;
-    ctx->saved_data["grad_scale"] = grad_scale;
-    ctx->saved_data["chunk"] = chunk;
     return Y;
   }
 
@@ -100,12 +110,25 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
                  A.numel() > 0};
     const auto dt = x2.scalar_type();
     const auto dY = grads[0].to(dt).contiguous();
-    const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
     // Input order of forward: x2, W0, A, B, s, b, bias.
     const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
     const bool need_a = p.has_lora && ctx->needs_input_grad(2);
     const bool need_b = p.has_lora && ctx->needs_input_grad(3);
     const bool need_lora = need_a || need_b;
+#if L4Q_WITH_CUDA_KERNELS
+    if (x2.is_cuda()) {
+      auto g = cuda::l4q_linear_backward(dY, x2, W0, A, B, s, b, p.bits, p.gs, p.lora_scale,
+                                         p.grad_scale, need_x, need_w, need_lora);
+      at::Tensor dbias_c;
+      if (bias.numel() > 0 && ctx->needs_input_grad(6)) dbias_c = dY.sum(0);
+      return {need_x ? g.dX : at::Tensor(), need_w ? g.dW : at::Tensor(),
+              need_a ? g.dA : at::Tensor(), need_b ? g.dB : at::Tensor(),
+              ctx->needs_input_grad(4) ? g.ds : at::Tensor(),
+              ctx->needs_input_grad(5) ? g.db : at::Tensor(), dbias_c,
+              at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+#endif
+    const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
 
     at::Tensor dX = need_x ? at::zeros_like(x2) : at::Tensor();
     at::Tensor dW = need_w ? at::empty_like(W0) : at::Tensor();

@@ -19,9 +19,19 @@ void check_weight(const char* op, const char* name, const at::Tensor& W) {
   if (!W.defined()) fail("[", op, "] tensor '", name, "': expected a defined tensor");
   if (W.dim() != 2)
     fail("[", op, "] tensor '", name, "': expected 2-D [out, in], got ", shape_str(W));
+  if (W.device().is_cuda()) {
+#if L4Q_WITH_CUDA_KERNELS
+    if (W.scalar_type() != at::kFloat && W.scalar_type() != at::kBFloat16)
+      fail("[", op, "] tensor '", name, "': expected float32 or bfloat16 on CUDA, got ",
+           c10::toString(W.scalar_type()));
+    return;
+#else
+    fail("[", op, "] tensor '", name, "': is on ", W.device().str(),
+         " but this l4q was built without CUDA kernels (build against a CUDA LibTorch)");
+#endif
+  }
   if (!W.device().is_cpu())
-    fail("[", op, "] tensor '", name, "': expected a CPU tensor, got ", W.device().str(),
-         " (CUDA needs the kernels build)");
+    fail("[", op, "] tensor '", name, "': expected a CPU tensor, got ", W.device().str());
   if (W.scalar_type() != at::kFloat && W.scalar_type() != at::kDouble)
     fail("[", op, "] tensor '", name, "': expected float32 or float64 (CPU compute is fp32), got ",
          c10::toString(W.scalar_type()));
