@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "data/read_file.h"
 #include "l4q/error.h"
 
 namespace l4q {
@@ -99,17 +100,8 @@ json parse_json_text(const std::string& text, const std::string& where) {
     return json::parse(text);
   } catch (const json::parse_error& e) {
     // nlohmann reports a byte offset: turn it into line and column.
-    const size_t at = std::min<size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size());
-    size_t line = 1, col = 1;
-    for (size_t i = 0; i < at; ++i) {
-      if (text[i] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
-    }
-    fail(where, ": malformed JSON at line ", line, ", column ", col, ": ", e.what());
+    const auto loc = data_detail::locate(text, std::min<size_t>(e.byte == 0 ? 0 : e.byte - 1, text.size()));
+    fail(where, ": malformed JSON at line ", loc.line, ", column ", loc.column, ": ", e.what());
   }
 }
 
@@ -265,11 +257,7 @@ void TrainConfig::validate() const {
 }
 
 TrainConfig load_train_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, ": cannot open config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_train_config(ss.str(), path);
+  return parse_train_config(data_detail::read_file(path), path);
 }
 
 std::string apply_overrides(const std::string& json_text, const std::vector<std::string>& overrides,
