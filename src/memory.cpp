@@ -2,6 +2,7 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <sys/resource.h>
+#include <torch/version.h>
 
 #include <atomic>
 
@@ -19,12 +20,23 @@ uint8_t next_priority() {
   return static_cast<uint8_t>(++p);
 }
 
+// LibTorch 2.3 made Allocator::allocate() non-const and added the pure virtual copy_data().
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#define L4Q_ALLOCATOR_2_3 1
+#else
+#define L4Q_ALLOCATOR_2_3 0
+#endif
+
 class CountingAllocator final : public c10::Allocator {
  public:
   explicit CountingAllocator(c10::Allocator* base)
       : base_(base), counters_(std::make_shared<Counters>()) {}
 
+#if L4Q_ALLOCATOR_2_3
+  c10::DataPtr allocate(size_t n) override {
+#else
   c10::DataPtr allocate(size_t n) const override {
+#endif
     auto* ctx = new Ctx{base_->allocate(n), static_cast<int64_t>(n), counters_};
     void* data = ctx->inner.get();
     const int64_t now = counters_->live += ctx->n;
@@ -34,6 +46,11 @@ class CountingAllocator final : public c10::Allocator {
     return {data, ctx, &CountingAllocator::release, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+#if L4Q_ALLOCATOR_2_3
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+#endif
 
   c10::Allocator* base() const { return base_; }
   Counters& counters() const { return *counters_; }

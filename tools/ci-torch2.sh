@@ -82,9 +82,11 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" \
 cmake --build "$build" -j "${L4Q_TORCH2_JOBS:-$(nproc)}"
 t2=$(date +%s)
 
+rc=0
 if [ "${L4Q_TORCH2_TESTS:-1}" != 0 ]; then
-  ctest --test-dir "$build" -L unit --output-on-failure
+  ctest --test-dir "$build" -L unit --output-on-failure -j "${L4Q_TORCH2_JOBS:-$(nproc)}" || rc=$?
 fi
 t3=$(date +%s)
 echo "ci-torch2: torch $version: fetch $((t1 - t0)) s, configure+build $((t2 - t1)) s," \
   "tests $((t3 - t2)) s" >&2
+exit "$rc"

@@ -4,6 +4,7 @@
 //
 //   l4q-demo [--bits 3] [--group 32] [--steps 300] [--rank 4] [--threads 0]
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/optim/adam.h>
 
 #include <cstdio>

@@ -1,6 +1,7 @@
 #include "l4q/infer/generate.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "l4q/error.h"
 #include "l4q/infer/sampler.h"

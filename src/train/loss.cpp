@@ -1,6 +1,7 @@
 #include "l4q/train/loss.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "l4q/data/example.h"
 

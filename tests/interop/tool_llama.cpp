@@ -7,6 +7,7 @@
 //
 //   l4q_interop_llama MODEL IDS.i64 B T PROMPT N_NEW OUT
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cstdio>
 #include <fstream>

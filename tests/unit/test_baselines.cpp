@@ -1,5 +1,6 @@
 // Baseline linear methods and the method factory.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include "l4q/nn/methods.h"

@@ -293,16 +293,23 @@ TEST(L4QLinear, ChunkSizeDoesNotChangeResults) {
     return std::vector<at::Tensor>{y.detach(), x.grad(), A.grad(), B.grad(), s.grad(), b.grad()};
   };
   const auto ref = run(37);
+  // With OpenBLAS (Debian's libtorch) a GEMM's element does not depend on how many rows the
+  // call has, so the output and the per-row gradients are bit-identical across block sizes.
+  // MKL (official LibTorch) picks kernels by shape and differs in the last bits: there we
+  // check a tight tolerance instead.
+  const bool exact = !at::hasMKL();
   for (int64_t chunk : {1, 5, 16, 100}) {
     const auto got = run(chunk);
-    // The output is bit-identical: every element of y is one row block's dot product.
-    EXPECT_TRUE(at::equal(got[0], ref[0])) << "chunk " << chunk;
+    if (exact) EXPECT_TRUE(at::equal(got[0], ref[0])) << "chunk " << chunk;
+    EXPECT_LT(rel_err(got[0], ref[0]), 1e-6) << "chunk " << chunk;
     // Gradients summed over row blocks (dX, dA) may differ in the last bits of fp32.
     for (size_t k = 1; k < got.size(); ++k)
       EXPECT_LT(rel_err(got[k], ref[k]), 1e-5) << "chunk " << chunk << " grad " << k;
-    EXPECT_TRUE(at::equal(got[3], ref[3]));  // dB rows come from one block each
-    EXPECT_TRUE(at::equal(got[4], ref[4]));
-    EXPECT_TRUE(at::equal(got[5], ref[5]));
+    if (exact) {
+      EXPECT_TRUE(at::equal(got[3], ref[3]));  // dB rows come from one block each
+      EXPECT_TRUE(at::equal(got[4], ref[4]));
+      EXPECT_TRUE(at::equal(got[5], ref[5]));
+    }
   }
 }
 

@@ -2,6 +2,7 @@
 // L4QLinear gives a model whose loss backpropagates into the adapters and quantizers, and a
 // few SGD steps on them lower the loss; the frozen float parameters get no gradient.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
