@@ -1,0 +1,15 @@
+# l4q-generate on the bundled stories260K must print llama2.c's greedy ids exactly.
+execute_process(COMMAND ${GEN} --model ${MODEL} --print-ids --threads 1
+  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "l4q-generate failed (${rc}): ${err}")
+endif()
+file(READ ${EXPECTED} expected)
+string(REGEX REPLACE "[ \n\r\t]+" " " out "${out}")
+string(REGEX REPLACE "[ \n\r\t]+" " " expected "${expected}")
+string(STRIP "${out}" out)
+string(STRIP "${expected}" expected)
+if(NOT out STREQUAL expected)
+  message(FATAL_ERROR "ids differ:\n got      ${out}\n expected ${expected}")
+endif()
+message(STATUS "l4q-generate reproduced the 256 reference ids")
