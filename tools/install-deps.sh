@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config git
       libtorch-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev
-      libgtest-dev libbenchmark-dev sentencepiece python3-venv python3-torch)
+      libgtest-dev libbenchmark-dev sentencepiece python3-venv python3-torch unzip)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
