@@ -9,6 +9,7 @@
 #include <set>
 
 #include "l4q/error.h"
+#include "quant/tensor_checks.h"
 #include "l4q/io/atomic_file.h"
 #include "l4q/io/gguf.h"
 #include "l4q/io/gguf_llama.h"
@@ -22,11 +23,7 @@ namespace l4q {
 
 namespace {
 
-std::string shape_str(at::IntArrayRef s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
+using detail::shape_str;
 
 [[noreturn]] void wrong_shape(const std::string& where, const std::string& name, at::IntArrayRef expected,
                               at::IntArrayRef got) {

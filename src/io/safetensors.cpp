@@ -11,6 +11,7 @@
 
 #include "io/mapped_file.h"
 #include "l4q/error.h"
+#include "quant/tensor_checks.h"
 #include "l4q/io/atomic_file.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "l4q reads little-endian files in place");
@@ -20,6 +21,8 @@ namespace l4q {
 using json = nlohmann::json;
 
 namespace {
+
+using detail::shape_str;
 
 constexpr uint64_t kMaxHeaderSize = 100'000'000;  // safetensors MAX_HEADER_SIZE
 
@@ -67,12 +70,6 @@ const DtypeInfo* dtype_of(at::ScalarType t) {
   for (const auto& d : kDtypes)
     if (d.aten && *d.aten == t) return &d;
   return nullptr;
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
 }
 
 // Parses the header JSON, refusing duplicate keys (nlohmann keeps the last one silently) and

@@ -5,18 +5,13 @@
 #include <algorithm>
 
 #include "l4q/error.h"
+#include "quant/tensor_checks.h"
 
 namespace l4q {
 
 namespace {
 
-std::string shape_str(at::IntArrayRef s) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << ']';
-  return os.str();
-}
+using detail::shape_str;
 
 // Buffer with room for `capacity` positions holding the first `keep` positions of `old`.
 at::Tensor grow(const at::Tensor& old, const at::Tensor& like, int64_t capacity, int64_t keep) {

@@ -6,19 +6,14 @@
 #include <sstream>
 
 #include "l4q/error.h"
+#include "quant/tensor_checks.h"
 #include "l4q/model/attention.h"
 
 namespace l4q {
 
 namespace {
 
-std::string shape_str(at::IntArrayRef s) {
-  std::ostringstream os;
-  os << '[';
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << ']';
-  return os.str();
-}
+using detail::shape_str;
 
 // transformers LlamaRMSNorm: weight * (x * rsqrt(mean(x^2) + eps)).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

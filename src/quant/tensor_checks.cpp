@@ -6,13 +6,16 @@
 
 namespace l4q::detail {
 
-std::string shape_str(const at::Tensor& t) {
-  if (!t.defined()) return "undefined";
+std::string shape_str(at::IntArrayRef shape) {
   std::ostringstream os;
   os << "[";
-  for (int64_t i = 0; i < t.dim(); ++i) os << (i ? ", " : "") << t.size(i);
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
   os << "]";
   return os.str();
+}
+
+std::string shape_str(const at::Tensor& t) {
+  return t.defined() ? shape_str(t.sizes()) : std::string("undefined");
 }
 
 void check_weight(const char* op, const char* name, const at::Tensor& W) {

@@ -9,6 +9,8 @@
 
 namespace l4q::detail {
 
+// "[2, 3]" (or "undefined" for an undefined tensor): the shape in error messages.
+std::string shape_str(at::IntArrayRef shape);
 std::string shape_str(const at::Tensor& t);
 
 // 2-D, CPU, fp32 or fp64.

@@ -88,7 +88,7 @@ RunState read_run_state(const std::string& dir) {
 }
 
 std::string save_checkpoint(const std::string& output_dir, const RunState& st,
-                            const LlamaModel& model, const AdamW& opt) {
+                            const AdamW& opt) {
   const fs::path ck = fs::path(output_dir) / "checkpoints";
   fs::create_directories(ck);
   const fs::path final_dir = ck / step_dir_name(st.step);
@@ -102,7 +102,6 @@ std::string save_checkpoint(const std::string& output_dir, const RunState& st,
       tensors.emplace_back("param/" + g.names[i], g.params[i].detach());
   for (const auto& [name, t] : opt.state()) tensors.emplace_back("optim/" + name, t);
   tensors.emplace_back("rng/cpu", at::detail::getDefaultCPUGenerator().get_state());
-  (void)model;
   write_safetensors((tmp / "trainable.safetensors").string(), tensors,
                     {{"l4q", "checkpoint"}, {"step", std::to_string(st.step)}});
   json j = {{"step", st.step},

@@ -28,7 +28,7 @@ RunState read_run_state(const std::string& checkpoint_dir);
 // place): trainable.safetensors (param/*, optim/*, rng/cpu), state.json, config.json.
 // Returns the directory.
 std::string save_checkpoint(const std::string& output_dir, const RunState& state,
-                            const LlamaModel& model, const AdamW& opt);
+                            const AdamW& opt);
 
 // Restores parameters, optimizer state and the CPU RNG from a checkpoint directory into the
 // optimizer's parameter tensors (which are the model's).

@@ -243,7 +243,7 @@ TrainSummary train(const TrainConfig& config, const TrainerOptions& options) {
     st.loader = loader.position();
     st.quant_enabled = quant_on;
     st.data_fingerprint = fingerprint_train;
-    summary.last_checkpoint = save_checkpoint(cfg.output_dir, st, model, opt);
+    summary.last_checkpoint = save_checkpoint(cfg.output_dir, st, opt);
     emit({{"event", "checkpoint"}, {"step", step}, {"dir", summary.last_checkpoint}});
   };
 
