@@ -6,7 +6,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "l4q/error.h"
-#include "quant/fake_quant_rows.h"
+#include "quant/merged_rows.h"
 #if L4Q_WITH_CUDA_KERNELS
 #include "nn/cuda/l4q_linear_cuda.h"
 #endif
@@ -24,15 +24,35 @@ struct Plan {
   bool has_lora;
 };
 
+// Rows of W per transient block when the caller leaves row_chunk at 0: blocks of about 4M
+// elements (16 MiB in fp32) keep the chunked GEMMs within a few percent of unchunked ones
+// (4096 x 11008 layers, docs/benchmarks.md) while a layer's transients stay a small fraction
+// of its weight.
+constexpr int64_t kAutoChunkElements = int64_t(1) << 22;
+
+int64_t resolve_chunk(int64_t chunk, int64_t out, int64_t in) {
+  if (chunk <= 0) chunk = std::max<int64_t>(1, kAutoChunkElements / std::max<int64_t>(in, 1));
+  return std::min(chunk, out);
+}
+
+int64_t rank_of(const at::Tensor& A) { return A.numel() > 0 ? A.size(0) : 0; }
+
 // Rows [r0, r0+n) of the merged weight W0 + scale * B A, written into `dst` ([n, in]).
-// The forward pass, the backward pass and merge() all build W_comb through this function
-// with the same row blocks, so they see the same bits.
+// The forward pass, the backward pass and merge() all build W_comb with cpu::merged_row loops
+// (src/quant/merged_rows.h), whose bits do not depend on the row blocks or threads.
 void merged_rows(const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
                  const Plan& p, int64_t r0, int64_t n, at::Tensor& dst) {
-  if (p.has_lora)
-    at::addmm_out(dst, W0.narrow(0, r0, n), B.narrow(0, r0, n), A, 1.0, p.lora_scale);
-  else
-    dst.copy_(W0.narrow(0, r0, n));
+  const int64_t r = p.has_lora ? rank_of(A) : 0;
+  AT_DISPATCH_FLOATING_TYPES(W0.scalar_type(), "l4q_merged_rows", [&] {
+    const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
+    const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
+    scalar_t* d = dst.data_ptr<scalar_t>();
+    at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
+      cpu::merged_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+                       static_cast<scalar_t>(p.lora_scale), r, i1 - i0, p.in, d + i0 * p.in);
+    });
+  });
 }
 
 template <typename F>
@@ -40,16 +60,22 @@ void for_row_blocks(const Plan& p, F&& f) {
   for (int64_t r0 = 0; r0 < p.out; r0 += p.chunk) f(r0, std::min(p.chunk, p.out - r0));
 }
 
-void quantize_block_(at::Tensor& Wc, const at::Tensor& s, const at::Tensor& b, int64_t r0,
-                     const Plan& p) {
-  const int64_t n = Wc.size(0);
-  AT_DISPATCH_FLOATING_TYPES(Wc.scalar_type(), "l4q_quantize_block", [&] {
-    scalar_t* w = Wc.data_ptr<scalar_t>();
+// dst = Q(W_comb) for rows [r0, r0+n).
+void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
+                           const at::Tensor& s, const at::Tensor& b, const Plan& p, int64_t r0,
+                           int64_t n, at::Tensor& dst) {
+  const int64_t r = p.has_lora ? rank_of(A) : 0;
+  AT_DISPATCH_FLOATING_TYPES(W0.scalar_type(), "l4q_quantize_block", [&] {
+    const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
+    const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
     const scalar_t* sp = s.data_ptr<scalar_t>() + r0 * p.groups;
     const scalar_t* bp = b.data_ptr<scalar_t>() + r0 * p.groups;
+    scalar_t* d = dst.data_ptr<scalar_t>();
     at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
-      cpu::quantize_rows(w + i0 * p.in, sp + i0 * p.groups, bp + i0 * p.groups, i1 - i0, p.in,
-                         p.gs, p.bits);
+      cpu::merged_quantize_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+                                static_cast<scalar_t>(p.lora_scale), r, sp + i0 * p.groups,
+                                bp + i0 * p.groups, i1 - i0, p.in, p.gs, p.bits, d + i0 * p.in);
     });
   });
 }
@@ -64,7 +90,8 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     // Absent A/B/bias arrive as empty placeholders: autograd Functions of torch 1.13 cannot
     // take undefined tensors.
     const Plan p{static_cast<int>(bits), W0.size(0), W0.size(1), gs, W0.size(1) / gs,
-                 std::min(chunk, W0.size(0)), lora_scale, grad_scale, A.numel() > 0};
+                 resolve_chunk(chunk, W0.size(0), W0.size(1)), lora_scale, grad_scale,
+                 A.numel() > 0};
     ctx->save_for_backward({x2, W0, A, B, s, b, bias});
     ctx->saved_data["bits"] = bits;
     ctx->saved_data["gs"] = gs;
@@ -84,8 +111,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     auto buf = at::empty({p.chunk, p.in}, x2.options());
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       auto Wc = buf.narrow(0, 0, n);
-      merged_rows(W0, A, B, p, r0, n, Wc);
-      quantize_block_(Wc, st, bt, r0, p);
+      merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc);
       auto Yc = Y.narrow(1, r0, n);
       at::mm_out(Yc, x2, Wc.t());
     });
@@ -104,7 +130,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
                  W0.size(1),
                  gs,
                  W0.size(1) / gs,
-                 std::min(ctx->saved_data["chunk"].toInt(), W0.size(0)),
+                 resolve_chunk(ctx->saved_data["chunk"].toInt(), W0.size(0), W0.size(1)),
                  ctx->saved_data["lora_scale"].toDouble(),
                  ctx->saved_data["grad_scale"].toDouble(),
                  A.numel() > 0};
@@ -139,32 +165,34 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     auto wbuf = at::empty({p.chunk, p.in}, x2.options());
     auto gbuf = need_w ? at::Tensor() : at::empty({p.chunk, p.in}, x2.options());
 
+    const int64_t r = p.has_lora ? rank_of(A) : 0;
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       auto Wc = wbuf.narrow(0, 0, n);
-      merged_rows(W0, A, B, p, r0, n, Wc);
       // G = dY[:, rows]^T X: the gradient w.r.t. this block of W_q, over every token.
       auto G = need_w ? dW.narrow(0, r0, n) : gbuf.narrow(0, 0, n);
       const auto dYc = dY.narrow(1, r0, n);
       at::mm_out(G, dYc.t(), x2);
+      // One pass: Wc <- W_q, G <- M * G (= dL/dW_comb), ds, db, and dB's rows.
       AT_DISPATCH_FLOATING_TYPES(dt, "l4q_linear_backward_block", [&] {
+        const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
+        const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
+        scalar_t* dbl = need_lora ? dB.data_ptr<scalar_t>() + r0 * r : nullptr;
         scalar_t* w = Wc.data_ptr<scalar_t>();
         scalar_t* gp = G.data_ptr<scalar_t>();
         const int64_t off = r0 * p.groups;
         at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
           const int64_t o = off + i0 * p.groups;
-          cpu::quantize_backward_rows(w + i0 * p.in, gp + i0 * p.in, st.data_ptr<scalar_t>() + o,
-                                      bt.data_ptr<scalar_t>() + o, ds.data_ptr<scalar_t>() + o,
-                                      db.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits);
+          cpu::merged_quantize_backward_rows(
+              w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+              static_cast<scalar_t>(p.lora_scale), r, st.data_ptr<scalar_t>() + o,
+              bt.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits, w + i0 * p.in,
+              gp + i0 * p.in, ds.data_ptr<scalar_t>() + o, db.data_ptr<scalar_t>() + o,
+              dbl ? dbl + i0 * r : nullptr);
         });
       });
-      // Wc now holds W_q, G holds M * G = dL/dW_comb for these rows.
       if (need_x) dX.addmm_(dYc, Wc);
-      if (need_lora) {
-        auto dBc = dB.narrow(0, r0, n);
-        at::mm_out(dBc, G, A.t());
-        dBc.mul_(p.lora_scale);
-        dA.addmm_(B.narrow(0, r0, n).t(), G, 1.0, p.lora_scale);
-      }
+      if (need_lora) dA.addmm_(B.narrow(0, r0, n).t(), G, 1.0, p.lora_scale);
     });
     ds.mul_(p.grad_scale);
     db.mul_(p.grad_scale);
@@ -208,7 +236,8 @@ void check_linear_args(const at::Tensor& x, const at::Tensor& W0, const at::Tens
   detail::check_step_offset(op, s, b, out, groups, W0.scalar_type());
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != out))
     fail("[", op, "] tensor 'bias': expected [", out, "], got ", detail::shape_str(bias));
-  if (opt.row_chunk < 1) fail("[", op, "] row_chunk: expected >= 1, got ", opt.row_chunk);
+  if (opt.row_chunk < 0)
+    fail("[", op, "] row_chunk: expected >= 0 (0: automatic), got ", opt.row_chunk);
   if (!std::isfinite(opt.lora_scale))
     fail("[", op, "] lora_scale: expected a finite value, got ", opt.lora_scale);
 }
@@ -238,6 +267,24 @@ at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tenso
 // L4QLinear module
 // ---------------------------------------------------------------------------------------
 
+at::Tensor integer_offset(const at::Tensor& s, const at::Tensor& b, const QuantGrid& grid) {
+  if (!s.defined() || !b.defined() || !s.sizes().equals(b.sizes()))
+    fail("[integer_offset] tensors 's', 'b': expected the same shape, got ",
+         detail::shape_str(s), " and ", detail::shape_str(b));
+  // x = b/s; k = round(x). For |x - k| <= 1/2, k - x is exact (Sterbenz) and x + (k - x)
+  // is exactly k, so k_ste has the value k and the gradients of x: s * k_ste is fl(s * k)
+  // with d/db = 1 and d/ds = k - b/s.
+  const auto x = b / s;
+  const auto k = at::round(x.detach());
+  const auto kc = k.clamp(-grid.qp(), -grid.qn());
+  const auto k_ste = at::where(k == kc, x + (k - x.detach()), kc);
+  return s * k_ste;
+}
+
+at::Tensor L4QLinear::effective_offset() const {
+  return spec_.integer_offset ? integer_offset(s_, offset_, spec_.grid) : offset_;
+}
+
 L4QLinear::L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& spec,
                      c10::optional<at::Generator> gen)
     : spec_(spec) {
@@ -249,7 +296,8 @@ L4QLinear::L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& sp
     fail("[", where, "] lora.dropout: expected 0 for l4q, got ", spec_.lora.dropout,
          " (the adapter is merged into the weight before quantization, so there is no "
          "separate LoRA branch to drop inputs from; use method lora or qat-lora for dropout)");
-  if (spec_.row_chunk < 1) fail("[", where, "] row_chunk: expected >= 1, got ", spec_.row_chunk);
+  if (spec_.row_chunk < 0)
+    fail("[", where, "] row_chunk: expected >= 0 (0: automatic), got ", spec_.row_chunk);
   detail::check_finite(where, "weight", weight);
   if (bias.defined()) {
     if (bias.dim() != 1 || bias.size(0) != weight.size(0))
@@ -278,7 +326,7 @@ at::Tensor L4QLinear::forward(const at::Tensor& x) const {
              at::matmul(at::matmul(x, a_.t()), b_lora_.t()) * spec_.lora.scale();
     return bias_.defined() ? y + bias_ : y;
   }
-  return l4q_linear(x, weight_, a_, b_lora_, s_, offset_, bias_, options());
+  return l4q_linear(x, weight_, a_, b_lora_, s_, effective_offset(), bias_, options());
 }
 
 void L4QLinear::enable_quantization(LsqInit init) {
@@ -288,7 +336,8 @@ void L4QLinear::enable_quantization(LsqInit init) {
 
 std::optional<double> L4QLinear::clipped_fraction() const {
   if (!quantize_) return std::nullopt;
-  return l4q::clipped_fraction(merged_float_weight(), s_, offset_, spec_.grid);
+  at::NoGradGuard no_grad;
+  return l4q::clipped_fraction(merged_float_weight(), s_, effective_offset(), spec_.grid);
 }
 
 at::Tensor L4QLinear::effective_weight() const {
@@ -314,14 +363,14 @@ MergedWeight L4QLinear::merge() const {
   const auto opt = options();
   const int64_t in = in_features(), gs = spec_.grid.group_size_for(in);
   const Plan p{spec_.grid.bits, out_features(), in, gs, in / gs,
-               std::min(spec_.row_chunk, out_features()), opt.lora_scale, 0.0, true};
+               resolve_chunk(spec_.row_chunk, out_features(), in), opt.lora_scale, 0.0, true};
   // Build W_comb in the forward pass's row blocks so the codes come from the same bits.
   auto Wc = at::empty_like(weight_);
   for_row_blocks(p, [&](int64_t r0, int64_t n) {
     auto dst = Wc.narrow(0, r0, n);
     merged_rows(weight_, a_.detach(), b_lora_.detach(), p, r0, n, dst);
   });
-  return quantize_weight(Wc, s_, offset_, spec_.grid);
+  return quantize_weight(Wc, s_, effective_offset(), spec_.grid);
 }
 
 std::vector<NamedParam> L4QLinear::parameters() const {

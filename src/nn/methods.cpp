@@ -59,7 +59,10 @@ void MethodSpec::validate(const std::string& where) const {
     fail("[", where, "] lora.dropout: expected 0 for method l4q, got ", lora.dropout,
          " (the adapter is merged before quantization: there is no LoRA branch to drop)");
   if (is_quantized(method)) grid.validate(where);
-  if (row_chunk < 1) fail("[", where, "] row_chunk: expected >= 1, got ", row_chunk);
+  if (integer_offset && method != LinearMethod::L4Q)
+    fail("[", where, "] quant.integer_offset: expected false for method ", to_string(method),
+         " (only l4q supports an integer offset), got true");
+  if (row_chunk < 0) fail("[", where, "] row_chunk: expected >= 0 (0: automatic), got ", row_chunk);
   static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                 "gate_proj", "up_proj", "down_proj"};
   for (const auto& t : target_modules)
@@ -100,7 +103,8 @@ LinearFactory make_linear_factory(const MethodSpec& spec) {
         case LinearMethod::Lsq: return std::make_unique<LsqLinear>(w, b, learned);
         case LinearMethod::Rtn: return std::make_unique<RtnLinear>(w, b, ptq);
         case LinearMethod::L4Q: {
-          L4QLinearSpec s{spec.lora, grid, spec.init, spec.grad_scale, spec.row_chunk};
+          L4QLinearSpec s{spec.lora, grid, spec.init, spec.grad_scale, spec.row_chunk,
+                          spec.integer_offset};
           return std::make_unique<L4QLinear>(w, b, s, gen);
         }
         case LinearMethod::Float: break;

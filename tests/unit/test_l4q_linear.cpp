@@ -298,7 +298,7 @@ TEST(L4QLinear, ChunkSizeDoesNotChangeResults) {
   // MKL (official LibTorch) picks kernels by shape and differs in the last bits: there we
   // check a tight tolerance instead.
   const bool exact = !at::hasMKL();
-  for (int64_t chunk : {1, 5, 16, 100}) {
+  for (int64_t chunk : {0, 1, 5, 16, 100}) {  // 0: automatic
     const auto got = run(chunk);
     if (exact) EXPECT_TRUE(at::equal(got[0], ref[0])) << "chunk " << chunk;
     EXPECT_LT(rel_err(got[0], ref[0]), 1e-6) << "chunk " << chunk;
@@ -435,7 +435,7 @@ TEST(L4QLinear, RejectsBadConfiguration) {
   test::expect_error(make([](L4QLinearSpec& s) { s.lora.rank = 0; }), {"lora.rank", "0"});
   test::expect_error(make([](L4QLinearSpec& s) { s.lora.alpha = -1; }), {"lora.alpha"});
   test::expect_error(make([](L4QLinearSpec& s) { s.lora.dropout = 0.1; }), {"lora.dropout"});
-  test::expect_error(make([](L4QLinearSpec& s) { s.row_chunk = 0; }), {"row_chunk"});
+  test::expect_error(make([](L4QLinearSpec& s) { s.row_chunk = -1; }), {"row_chunk", "-1"});
   auto Wnan = W.clone();
   Wnan[3][4] = NAN;
   test::expect_error([&] { L4QLinear l(Wnan, at::Tensor(), L4QLinearSpec{{4, 8.0, 0}, {4, 16}}); },

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -72,29 +73,69 @@ using Method = std::function<at::Tensor(const Proj&, const at::Tensor&)>;
 
 struct Result {
   std::string name;
-  double ms;
-  int64_t peak;
+  double ms = 0, cpu_ms = 0;
+  int64_t peak = 0;
 };
 
-Result run(const std::string& name, const Method& f, const Args& a) {
-  l4q::MemoryMeter meter;
-  at::manual_seed(0);
-  const Proj up = make_proj(a.inter, a.hidden, a), down = make_proj(a.hidden, a.inter, a);
-  const auto x = at::randn({a.tokens, a.hidden}).set_requires_grad(true);
-  std::vector<double> times;
-  for (int r = 0; r < a.reps + 1; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    auto y = f(down, f(up, x));
-    y.pow(2).mean().backward();
-    const auto t1 = std::chrono::steady_clock::now();
-    if (r > 0) times.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-    for (const Proj* p : {&up, &down})
-      for (const auto* t : {&p->A, &p->B, &p->s, &p->b})
-        if (t->grad().defined()) const_cast<at::Tensor&>(t->grad()).zero_();
-    const_cast<at::Tensor&>(x.grad()).zero_();
+// Process CPU time: with --threads 1 it is the step's own compute, unaffected by other
+// processes competing for the cores (wall time is reported too).
+double cpu_now_ms() { return 1000.0 * static_cast<double>(std::clock()) / CLOCKS_PER_SEC; }
+
+// One method's state: its two projections and input, built from the same seed for every method.
+struct Case {
+  std::string name;
+  Method f;
+  Proj up, down;
+  at::Tensor x;
+  std::vector<double> wall, cpu;
+  int64_t peak = 0;
+};
+
+void step(Case& c) {
+  auto y = c.f(c.down, c.f(c.up, c.x));
+  y.pow(2).mean().backward();
+  for (Proj* p : {&c.up, &c.down})
+    for (auto* t : {&p->A, &p->B, &p->s, &p->b})
+      if (t->grad().defined()) t->mutable_grad().zero_();
+  c.x.mutable_grad().zero_();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Peak memory: one step per method, each from a fresh meter holding only its own tensors.
+// Time: the methods take turns, rep by rep, so a change in machine load hits them alike.
+std::vector<Result> run_all(std::vector<std::pair<std::string, Method>> methods, const Args& a) {
+  std::vector<Result> rs;
+  std::vector<Case> cases;
+  for (auto& [name, f] : methods) {
+    Case c;
+    {
+      l4q::MemoryMeter meter;
+      at::manual_seed(0);
+      c.name = name;
+      c.f = f;
+      c.up = make_proj(a.inter, a.hidden, a);
+      c.down = make_proj(a.hidden, a.inter, a);
+      c.x = at::randn({a.tokens, a.hidden}).set_requires_grad(true);
+      step(c);  // warm-up, and the memory high-water mark
+      c.peak = meter.peak_bytes();
+    }
+    cases.push_back(std::move(c));
   }
-  std::sort(times.begin(), times.end());
-  return {name, times[times.size() / 2], meter.peak_bytes()};
+  for (int r = 0; r < a.reps; ++r)
+    for (auto& c : cases) {
+      const double c0 = cpu_now_ms();
+      const auto t0 = std::chrono::steady_clock::now();
+      step(c);
+      const auto t1 = std::chrono::steady_clock::now();
+      c.cpu.push_back(cpu_now_ms() - c0);
+      c.wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+    }
+  for (auto& c : cases) rs.push_back({c.name, median(c.wall), median(c.cpu), c.peak});
+  return rs;
 }
 
 }  // namespace
@@ -123,12 +164,12 @@ int main(int argc, char** argv) {
               "row_chunk %lld, %d threads, median of %d steps\n",
               (long long)a.hidden, (long long)a.inter, (long long)a.hidden, (long long)a.tokens,
               (long long)a.rank, a.bits, (long long)a.group, (long long)a.chunk, threads, a.reps);
-  std::vector<Result> rs = {run("lora", lora, a), run("qat-lora", qat_lora, a),
-                            run("l4q", l4q_m, a)};
-  std::printf("| method | step ms | time vs lora | peak MiB | memory vs lora |\n");
-  std::printf("|---|---|---|---|---|\n");
+  const auto rs = run_all({{"lora", lora}, {"qat-lora", qat_lora}, {"l4q", l4q_m}}, a);
+  std::printf("| method | step ms (wall) | time vs lora | step ms (cpu) | cpu vs lora | peak MiB | memory vs lora |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
   for (const auto& r : rs)
-    std::printf("| %s | %.1f | %.2fx | %.1f | %.3fx |\n", r.name.c_str(), r.ms, r.ms / rs[0].ms,
-                r.peak / 1048576.0, double(r.peak) / double(rs[0].peak));
+    std::printf("| %s | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.3fx |\n", r.name.c_str(), r.ms,
+                r.ms / rs[0].ms, r.cpu_ms, r.cpu_ms / rs[0].cpu_ms, r.peak / 1048576.0,
+                double(r.peak) / double(rs[0].peak));
   return 0;
 }

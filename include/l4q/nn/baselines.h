@@ -25,7 +25,7 @@ struct QuantSpec {
   QuantGrid grid;
   LsqInit init = LsqInit::MinMax;  // how s, b come from a float weight (PTQ and fixed bases)
   double grad_scale = 0.0;         // learned quantizers: LSQ g (<= 0: default)
-  int64_t row_chunk = 256;
+  int64_t row_chunk = 0;  // 0: automatic (L4QOptions::row_chunk)
 };
 
 // Round-to-nearest PTQ of a float weight: s, b from `init`, then codes.

@@ -23,7 +23,9 @@ struct L4QOptions {
   QuantGrid grid;
   double lora_scale = 1.0;  // alpha / r
   double grad_scale = 0.0;  // LSQ g; <= 0 means lsq_grad_scale(grid, in)
-  int64_t row_chunk = 256;  // rows of W per transient block in forward and backward
+  // Rows of W per transient block in forward and backward; 0: automatic (about 4M elements
+  // per block, so two blocks of transients cost 32 MiB in fp32 whatever the layer).
+  int64_t row_chunk = 0;
 };
 
 // Functional op. Shapes: x [..., in], W0 [out, in], A [r, in], B [out, r], s and b
@@ -35,12 +37,21 @@ at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tenso
                       const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
                       const at::Tensor& bias, const L4QOptions& opt);
 
+// The offset of integer-offset training: b_eff = s * k with k = clamp(round(b/s), -Qp, -Qn)
+// (round half to even), an integer multiple of the step, so that the GPTQ zero point
+// z = -Qn - k is an integer in [0, 2^bits - 1]. Differentiable (straight-through round):
+//   k in range:  d b_eff/db = 1,  d b_eff/ds = k - b/s
+//   k clamped:   d b_eff/db = 0,  d b_eff/ds = k
+// The value is exactly fl(s * k) (see docs/design.md, "Integer offset"). s and b [out, groups].
+at::Tensor integer_offset(const at::Tensor& s, const at::Tensor& b, const QuantGrid& grid);
+
 struct L4QLinearSpec {
   LoraSpec lora;
   QuantGrid grid;
   LsqInit init = LsqInit::L4Q;
   double grad_scale = 0.0;  // <= 0: LSQ default
-  int64_t row_chunk = 256;
+  int64_t row_chunk = 0;  // 0: automatic (L4QOptions::row_chunk)
+  bool integer_offset = false;  // forward and merge() use integer_offset(s, b) as the offset
 };
 
 // Module: holds the frozen weight, the adapter (A, B) and the quantizer (s, b).
@@ -67,6 +78,9 @@ class L4QLinear final : public Linear {
   void after_step() override { project_parameters_(); }
 
   at::Tensor merged_float_weight() const;  // W0 + (alpha/r) B A, no quantization
+  // The offset the forward pass uses: b, or integer_offset(s, b) when spec.integer_offset
+  // (differentiable; detach it for export).
+  at::Tensor effective_offset() const;
   MergedWeight merge() const;              // the integer weight the forward pass uses
 
   std::vector<NamedParam> parameters() const override;

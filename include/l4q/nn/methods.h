@@ -24,8 +24,12 @@ struct MethodSpec {
   LsqInit init = LsqInit::L4Q;            // learned quantizers (l4q, lsq, qat-lora learned)
   LsqInit ptq_init = LsqInit::MinMax;     // RTN / PTQ steps (rtn, lora-rtn, qat-lora export, qa-lora base)
   double grad_scale = 0.0;                // LSQ g, <= 0: 1/sqrt(G*Qp)
-  int64_t row_chunk = 256;
+  int64_t row_chunk = 0;  // 0: automatic (L4QOptions::row_chunk)
   bool qat_learn_scales = false;          // qat-lora: learn s, b of the base (torchao "range learning")
+  // l4q only: the forward uses the offset b_eff = s * clamp(round(b/s), -Qp, -Qn) (straight-
+  // through round), so the trained weight is s * (w_int + k) with an integer k and exports
+  // to integer-zero-point formats (GPTQ: z = -Qn - k in [0, 2^bits - 1]) without offset error.
+  bool integer_offset = false;
   // A layer whose in_features the group size does not divide: an error (false), or one
   // group per row for that layer (true; e.g. stories260K's down_proj has in = 172). Layers
   // that fell back are listed by fallback_layers().
