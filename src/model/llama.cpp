@@ -5,8 +5,11 @@
 #include <set>
 #include <sstream>
 
+#include <ATen/core/grad_mode.h>
+
 #include "l4q/error.h"
 #include "quant/tensor_checks.h"
+#include "l4q/model/activation_checkpoint.h"
 #include "l4q/model/attention.h"
 
 namespace l4q {
@@ -173,25 +176,52 @@ at::Tensor LlamaModel::forward_hidden(const at::Tensor& tokens_in, KvCache* cach
          lo < 0 ? lo : hi);
   const int64_t start = cache ? cache->length() : 0;
 
-  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
   const auto [cos, sin] = rope_.cos_sin(start, T, dtype(), device());
   auto x = at::embedding(embed_, tokens);
+  const bool checkpoint = checkpoint_blocks_ && !cache && at::GradMode::is_enabled();
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const auto& layer = layers_[l];
-    const auto h = rms_norm(x, layer.input_norm, c.rms_norm_eps);
-    auto q = layer.q().forward(h).view({B, T, nh, hd}).transpose(1, 2);
-    auto k = layer.k().forward(h).view({B, T, nkv, hd}).transpose(1, 2);
-    auto v = layer.v().forward(h).view({B, T, nkv, hd}).transpose(1, 2);
-    q = apply_rope(q, cos, sin);
-    k = apply_rope(k, cos, sin);
-    if (cache) std::tie(k, v) = cache->append(static_cast<int64_t>(l), k, v);
-    const auto a = causal_attention(q, k, v).transpose(1, 2).reshape({B, T, nh * hd});
-    x = x + layer.o().forward(a);
-    const auto h2 = rms_norm(x, layer.post_norm, c.rms_norm_eps);
-    x = x + layer.down().forward(at::silu(layer.gate().forward(h2)) * layer.up().forward(h2));
+    if (checkpoint) {
+      // cos and sin are captured by value: the recompute in backward outlives this call.
+      x = checkpointed([this, l, cos = cos, sin = sin](
+                           const at::Tensor& in) { return block(l, in, cos, sin, nullptr); },
+                       x, block_trainables(l));
+    } else {
+      x = block(l, x, cos, sin, cache);
+    }
   }
   if (cache) cache->commit(T);
   return rms_norm(x, final_norm_, c.rms_norm_eps);
+}
+
+at::Tensor LlamaModel::block(size_t l, const at::Tensor& x, const at::Tensor& cos,
+                             const at::Tensor& sin, KvCache* cache) const {
+  const auto& c = config_;
+  const auto& layer = layers_[l];
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const auto h = rms_norm(x, layer.input_norm, c.rms_norm_eps);
+  auto q = layer.q().forward(h).view({B, T, nh, hd}).transpose(1, 2);
+  auto k = layer.k().forward(h).view({B, T, nkv, hd}).transpose(1, 2);
+  auto v = layer.v().forward(h).view({B, T, nkv, hd}).transpose(1, 2);
+  q = apply_rope(q, cos, sin);
+  k = apply_rope(k, cos, sin);
+  if (cache) std::tie(k, v) = cache->append(static_cast<int64_t>(l), k, v);
+  const auto a = causal_attention(q, k, v).transpose(1, 2).reshape({B, T, nh * hd});
+  const auto x2 = x + layer.o().forward(a);
+  const auto h2 = rms_norm(x2, layer.post_norm, c.rms_norm_eps);
+  return x2 + layer.down().forward(at::silu(layer.gate().forward(h2)) * layer.up().forward(h2));
+}
+
+std::vector<at::Tensor> LlamaModel::block_trainables(size_t l) const {
+  const auto& layer = layers_[l];
+  std::vector<at::Tensor> out;
+  for (const auto& t : {layer.input_norm, layer.post_norm})
+    if (t.requires_grad()) out.push_back(t);
+  for (const auto& [name, lin] : layer.proj) {
+    for (const auto& p : lin->parameters())
+      if (p.tensor.requires_grad()) out.push_back(p.tensor);
+  }
+  return out;
 }
 
 at::Tensor LlamaModel::logits(const at::Tensor& hidden) const {

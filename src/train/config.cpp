@@ -163,6 +163,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     f.get("grad_scale", c.method.grad_scale);
     f.get("row_chunk", c.method.row_chunk);
     f.get("learn_scales", c.method.qat_learn_scales);
+    f.get("integer_offset", c.method.integer_offset);
     std::string fallback = c.method.per_channel_if_indivisible ? "per-channel" : "error";
     f.get("indivisible", fallback);
     if (fallback != "error" && fallback != "per-channel")
@@ -215,6 +216,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
   top.get("eval_batches", c.eval_batches);
   top.get("seed", c.seed);
   top.get("threads", c.threads);
+  top.get("activation_checkpointing", c.activation_checkpointing);
   top.get("output_dir", c.output_dir);
   top.reject_unknown();
   c.method.seed = c.seed;
@@ -305,6 +307,7 @@ std::string to_json(const TrainConfig& c) {
                 {"grad_scale", c.method.grad_scale},
                 {"row_chunk", c.method.row_chunk},
                 {"learn_scales", c.method.qat_learn_scales},
+                {"integer_offset", c.method.integer_offset},
                 {"indivisible", c.method.per_channel_if_indivisible ? "per-channel" : "error"},
                 {"warmup_steps", c.quant_warmup_steps}};
   j["data"] = {{"format", to_string(c.data.format)},
@@ -337,6 +340,7 @@ std::string to_json(const TrainConfig& c) {
   j["eval_batches"] = c.eval_batches;
   j["seed"] = c.seed;
   j["threads"] = c.threads;
+  j["activation_checkpointing"] = c.activation_checkpointing;
   j["output_dir"] = c.output_dir;
   return j.dump(2);
 }

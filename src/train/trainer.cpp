@@ -134,6 +134,7 @@ TrainSummary train(const TrainConfig& config, const TrainerOptions& options) {
   // layers; LoRA A is seeded per layer from (seed, name).
   auto built = build_run_model(cfg);
   LlamaModel& model = *built.model;
+  model.set_activation_checkpointing(cfg.activation_checkpointing);
   const Tokenizer& tok = *built.tokenizer;
 
   Dataset data = load_dataset(cfg.data, tok);

@@ -71,14 +71,28 @@ class LlamaModel {
   // Forwards to every linear layer (dropout in the training methods).
   void set_training(bool training);
 
+  // Activation checkpointing per decoder block (off by default): while gradients are wanted
+  // (grad mode on, no cache), each block keeps only its input and recomputes its activations
+  // in backward (see model/activation_checkpoint.h). Same loss and gradients, less memory,
+  // one more forward pass of the blocks. The model must outlive that backward.
+  void set_activation_checkpointing(bool on) { checkpoint_blocks_ = on; }
+  bool activation_checkpointing() const { return checkpoint_blocks_; }
+
  private:
   struct Layer;
   void build(const std::map<std::string, at::Tensor>& weights, const LinearFactory& factory);
+  // One decoder block: x [B, T, hidden] -> x + attention + MLP. `l` indexes layers_ and the
+  // cache's layer.
+  at::Tensor block(size_t l, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                   KvCache* cache) const;
+  // Every tensor of block l that requires grad (its projections' parameters, its norms).
+  std::vector<at::Tensor> block_trainables(size_t l) const;
 
   LlamaConfig config_;
   RotaryEmbedding rope_;
   at::Tensor embed_, final_norm_, lm_head_;  // lm_head_ aliases embed_ when tied
   std::vector<Layer> layers_;
+  bool checkpoint_blocks_ = false;
 };
 
 // HF names of the seven projections of one block, relative to "model.layers.N.".

@@ -48,6 +48,7 @@ struct TrainConfig {
   int64_t eval_batches = 0;        // 0: the whole validation set
   uint64_t seed = 0;
   int threads = 0;                 // 0: all cores
+  bool activation_checkpointing = false;  // recompute each decoder block in backward
   std::string output_dir = "runs/l4q";
 
   void validate() const;           // throws l4q::Error naming the key
