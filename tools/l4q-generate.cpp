@@ -1,4 +1,5 @@
-// l4q-generate: text from a LLaMA checkpoint (HF directory, GGUF or llama2.c .bin), greedy at
+// l4q-generate: text from a LLaMA model (HF directory, GGUF or llama2.c .bin; an l4q-train run,
+// fake-quantized; or an l4q export directory, packed), greedy at
 // temperature 0 or seeded temperature/top-p sampling, one KV-cached step per token.
 //
 //   l4q-generate --model assets/stories260K/stories260K.gguf --prompt "Once upon a time"
@@ -20,26 +21,13 @@
 
 #include "l4q/error.h"
 #include "l4q/infer/generate.h"
-#include "l4q/io/checkpoint.h"
-#include "l4q/io/model_tokenizer.h"
-#include "l4q/train/run.h"
+#include "l4q/infer/model_source.h"
 #include "l4q/model/llama.h"
 #include "l4q/runtime.h"
 #include "l4q/text/tokenizer.h"
 
 
 namespace {
-
-// The tokenizer that belongs to the model, or nullptr when none is found (then only
-// --prompt-ids / --print-ids work).
-std::unique_ptr<l4q::Tokenizer> find_tokenizer(const std::string& model, const std::string& given) {
-  if (!given.empty()) return l4q::load_tokenizer(given);
-  try {
-    return l4q::load_model_tokenizer(model);
-  } catch (const l4q::Error&) {
-    return nullptr;
-  }
-}
 
 std::vector<int32_t> parse_ids(const std::string& text) {
   std::string s = text;
@@ -62,7 +50,7 @@ int main(int argc, char** argv) {
   opt.max_new_tokens = 256;
   bool print_ids = false, ignore_eos = false, no_cache = false;
   int threads = 0;
-  app.add_option("--model", model_path, "HF directory, GGUF file, llama2.c .bin, or an l4q-train run directory")
+  app.add_option("--model", model_path, "HF directory, GGUF file, llama2.c .bin, l4q-train run, or l4q export directory")
       ->required()->check(CLI::ExistingPath);
   app.add_option("--tokenizer", tokenizer_path, "SentencePiece .model (default: found next to the model)")
       ->check(CLI::ExistingFile);
@@ -86,20 +74,11 @@ int main(int argc, char** argv) {
     opt.stop_at_eos = !ignore_eos;
     opt.use_cache = !no_cache;
 
-    // A checkpoint file/directory, or an l4q-train run (its model with the trained,
-    // fake-quantized layers).
-    std::unique_ptr<l4q::LlamaModel> model_ptr;
-    std::unique_ptr<l4q::Tokenizer> tok;
-    if (l4q::is_trained_run(model_path)) {
-      auto run = l4q::load_trained_run(model_path);
-      model_ptr = std::move(run.model);
-      tok = tokenizer_path.empty() ? std::move(run.tokenizer) : l4q::load_tokenizer(tokenizer_path);
-    } else {
-      const auto ck = l4q::load_checkpoint(model_path);
-      model_ptr = std::make_unique<l4q::LlamaModel>(ck.config, ck.tensors);
-      tok = find_tokenizer(model_path, tokenizer_path);
-    }
-    const l4q::LlamaModel& model = *model_ptr;
+    // A float checkpoint, an l4q-train run (its trained, fake-quantized layers) or a packed
+    // l4q export. Without a tokenizer only --prompt-ids / --print-ids work.
+    auto loaded = l4q::load_any_model(model_path, tokenizer_path, /*tokenizer_optional=*/true);
+    const l4q::LlamaModel& model = *loaded.model;
+    std::unique_ptr<l4q::Tokenizer> tok = std::move(loaded.tokenizer);
     const auto& cfg = model.config();
     if (tok && tok->vocab_size() != cfg.vocab_size)
       l4q::fail("tokenizer has ", tok->vocab_size(), " pieces but the model's vocabulary is ",
