@@ -38,9 +38,19 @@ std::string AlpacaTemplate::prompt(const InstructRecord& r) const {
   return substitute(kPromptInput, "{instruction}", r.instruction, "{input}", r.input);
 }
 
+std::string ChatmlTemplate::prompt(const InstructRecord& r) const {
+  std::string out;
+  if (!system_.empty()) out += "<|im_start|>system\n" + system_ + "<|im_end|>\n";
+  out += "<|im_start|>user\n" + r.instruction;
+  if (!r.input.empty()) out += "\n\n" + r.input;
+  out += "<|im_end|>\n<|im_start|>assistant\n";
+  return out;
+}
+
 std::unique_ptr<PromptTemplate> make_prompt_template(const std::string& name) {
   if (name == "alpaca") return std::make_unique<AlpacaTemplate>();
-  fail("prompt template '", name, "': unknown; expected one of: alpaca");
+  if (name == "chatml") return std::make_unique<ChatmlTemplate>();
+  fail("prompt template '", name, "': unknown; expected one of: alpaca, chatml");
 }
 
 }  // namespace l4q

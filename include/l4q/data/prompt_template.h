@@ -1,9 +1,12 @@
 // How an instruction record becomes the text a model is conditioned on (the prompt) and the
-// text it is trained to produce (the response). The tokeniser adds BOS before the prompt and
-// EOS after the response, as token ids, so templates hold no special-token strings.
+// text it is trained to produce (the response). The tokeniser adds BOS before the prompt (when
+// the model wants one) and EOS after the response, as token ids. Alpaca holds no special-token
+// strings; ChatML's turn markers are special tokens that a byte-level BPE tokenizer splits out
+// of the text (text/bpe.h), and its EOS is the turn end <|im_end|>.
 #pragma once
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "l4q/data/alpaca.h"
 
@@ -38,7 +41,27 @@ class AlpacaTemplate final : public PromptTemplate {
   std::string response(const InstructRecord& r) const override { return r.output; }
 };
 
-// "alpaca" (more to come, e.g. "chatml"); throws l4q::Error listing the known names otherwise.
+// ChatML, as SmolLM2-Instruct's chat template (its GGUF tokenizer.chat_template) renders one
+// system turn, one user turn and the assistant's answer:
+//   <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{instruction}[\n\n{input}]<|im_end|>\n
+//   <|im_start|>assistant\n            <- prompt ends here; response: {output}, then EOS
+// With EOS = <|im_end|> (SmolLM2's eos_token_id) the trained tokens are exactly the assistant's
+// content and its <|im_end|>. An empty system text leaves the system turn out.
+class ChatmlTemplate final : public PromptTemplate {
+ public:
+  static constexpr const char* kSmolLM2System =
+      "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+
+  explicit ChatmlTemplate(std::string system = kSmolLM2System) : system_(std::move(system)) {}
+  std::string name() const override { return "chatml"; }
+  std::string prompt(const InstructRecord& r) const override;
+  std::string response(const InstructRecord& r) const override { return r.output; }
+
+ private:
+  std::string system_;
+};
+
+// "alpaca" or "chatml"; throws l4q::Error listing the known names otherwise.
 std::unique_ptr<PromptTemplate> make_prompt_template(const std::string& name);
 
 }  // namespace l4q

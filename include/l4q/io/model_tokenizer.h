@@ -7,13 +7,14 @@
 
 namespace l4q {
 
-// `tokenizer_path` when non-empty; otherwise, for an HF directory its tokenizer.model; for a
-// GGUF file its own vocabulary (tokenizer.ggml.model "llama"); for any file a tokenizer.model
-// or tok512.model beside it. Throws l4q::Error listing the places it looked.
+// `tokenizer_path` when non-empty; otherwise, for an HF directory its tokenizer.model or
+// tokenizer.json; for a GGUF file its own vocabulary (tokenizer.ggml.model "llama" or "gpt2");
+// for any file a tokenizer.model or tok512.model beside it. Throws l4q::Error listing the places it looked.
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,
                                                 const std::string& tokenizer_path = "");
 
-// The vocabulary of a GGUF file (tokenizer.ggml.*) as a SentencePiece tokenizer.
+// The vocabulary of a GGUF file (tokenizer.ggml.*): a SentencePiece tokenizer for model
+// "llama", a byte-level BpeTokenizer (text/bpe.h) for "gpt2".
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::string& gguf_path);
 
 }  // namespace l4q

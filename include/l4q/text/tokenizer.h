@@ -1,5 +1,5 @@
 // The tokenizer interface every model, dataset and CLI uses. Implementations:
-// SentencePieceTokenizer (text/sentencepiece.h), later a byte-level BPE tokenizer.
+// SentencePieceTokenizer (text/sentencepiece.h) and BpeTokenizer (text/bpe.h, byte-level BPE).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -28,8 +28,9 @@ class Tokenizer {
   virtual std::string piece(int32_t id) const = 0;  // raw vocabulary entry
 };
 
-// Opens a tokenizer file by its content: a SentencePiece `.model`. Throws l4q::Error naming
-// the path otherwise.
+// Opens a tokenizer file by its content: a SentencePiece `.model`, or an HF tokenizer.json
+// (JSON; byte-level BPE, with tokenizer_config.json beside it read for EOS). A directory: its
+// tokenizer.model, else its tokenizer.json. Throws l4q::Error naming the path otherwise.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
 }  // namespace l4q
