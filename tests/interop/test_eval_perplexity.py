@@ -10,8 +10,8 @@ itself, window by window, straight from their definitions (docs/eval.md):
   * llama.cpp: floor(N/C) disjoint chunks (BOS first in the stream and in place of each
     chunk's first token), targets C/2+1 .. C-1 of each chunk scored.
 It compares the token counts exactly and the perplexities to a relative 1e-5.
-Texts: the bundled stories260K.greedy256.txt, and the first 40000 characters of WikiText-2's
-test split when /work/shared/data/wikitext2-test.raw is present.
+Texts: the bundled stories260K.greedy256.txt and the bundled head of WikiText-2's test split
+(assets/wikitext2/wiki.test.head.raw, 40.5 kB).
 Exits non-zero on any failure and prints what it compared.
 """
 import json
@@ -31,7 +31,7 @@ BUILD = os.environ.get("L4Q_BUILD_DIR", os.path.join(SRC, "build"))
 CONVERT = os.path.join(BUILD, "tools", "l4q-convert")
 EVAL = os.path.join(BUILD, "tools", "l4q-eval")
 ASSETS = os.path.join(SRC, "assets", "stories260K")
-WIKI = "/work/shared/data/wikitext2-test.raw"
+WIKI = os.path.join(SRC, "assets", "wikitext2", "wiki.test.head.raw")
 TOL = 1e-5
 
 
@@ -77,10 +77,7 @@ def main():
         if not os.path.exists(exe):
             raise SystemExit(f"missing {exe}: build l4q-convert and l4q-eval first")
     texts = {"stories260K.greedy256.txt": open(os.path.join(ASSETS, "stories260K.greedy256.txt"), encoding="utf-8").read()}
-    if os.path.exists(WIKI):
-        texts["wikitext2-test[:40000]"] = open(WIKI, encoding="utf-8").read()[:40000]
-    else:
-        print(f"skipped WikiText-2: {WIKI} not present")
+    texts["wikitext2-test (bundled head)"] = open(WIKI, encoding="utf-8").read()
     failures = []
     with tempfile.TemporaryDirectory(prefix="l4q_eval_ppl_") as tmp:
         hf = os.path.join(tmp, "hf")

@@ -140,7 +140,7 @@ TEST(EvalMmlu, RejectsMalformedRows) {
 }
 
 TEST(EvalMmlu, RealArchiveHasEverySplitWhenPresent) {
-  const std::string zip = "/work/shared/data/mmlu.zip";
+  const std::string zip = std::string(L4Q_SOURCE_DIR) + "/../shared/data/mmlu.zip";
   if (!fs::exists(zip)) GTEST_SKIP() << zip << " not present";
   size_t dev = 0, test = 0;
   const auto subjects = load_mmlu(zip);
