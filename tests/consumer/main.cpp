@@ -2,11 +2,19 @@
 // that the merged integer weight dequantizes to what the forward pass used.
 #include <ATen/ATen.h>
 #include <l4q/nn/l4q_linear.h>
+#include <l4q/openmp_spin.h>
 #include <l4q/runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
+
+L4Q_SHORT_OPENMP_SPIN();
 
 int main() {
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    std::fprintf(stderr, "consumer: L4Q_SHORT_OPENMP_SPIN() did not re-execute with GOMP_SPINCOUNT\n");
+    return 1;
+  }
   l4q::init_runtime();
   at::manual_seed(0);
   l4q::L4QLinearSpec spec;
