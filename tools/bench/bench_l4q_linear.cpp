@@ -3,7 +3,7 @@
 // as ratios against float LoRA.
 //
 //   bench_l4q_linear [--tokens 512] [--rank 16] [--group 128] [--bits 4] [--reps 5]
-//                    [--chunk 256] [--hidden 4096] [--inter 11008] [--threads 0]
+//                    [--chunk 0] [--hidden 4096] [--inter 11008] [--threads 0]
 //
 // Peak memory is the allocator-level high-water mark (l4q::MemoryMeter) of everything the
 // step allocates, including the frozen weights, which every method holds.
@@ -27,7 +27,7 @@
 namespace {
 
 struct Args {
-  int64_t tokens = 512, rank = 16, group = 128, hidden = 4096, inter = 11008, chunk = 256;
+  int64_t tokens = 512, rank = 16, group = 128, hidden = 4096, inter = 11008, chunk = 0;  // 0: automatic, the library default
   int bits = 4, reps = 5, threads = 0;
 };
 
