@@ -93,11 +93,17 @@ QatLoraLinear::QatLoraLinear(at::Tensor weight, at::Tensor bias, const LoraSpec&
   auto so = init_step_offset(weight_, q_.grid, q_.init);
   s_ = so.s.set_requires_grad(learn_scales_);
   offset_ = so.b.set_requires_grad(learn_scales_);
+  if (!learn_scales_) {
+    at::NoGradGuard ng;
+    base_fq_ = fake_quantize(weight_, s_, offset_, q_.grid, q_.grad_scale);
+  }
 }
 
 at::Tensor QatLoraLinear::forward(const at::Tensor& x) const {
-  // The base path is the blocked fake-quant linear (no out x in tensor kept for backward).
-  const auto base = l4q_linear(x, weight_, {}, {}, s_, offset_, bias_, fq_options(q_));
+  // Learned scales: the blocked fake-quant linear (no out x in tensor kept for backward).
+  const auto base = learn_scales_
+                        ? l4q_linear(x, weight_, {}, {}, s_, offset_, bias_, fq_options(q_))
+                        : at::linear(x, base_fq_, bias_.defined() ? bias_ : at::Tensor());
   return base + lora_branch(x, a_, b_, lora_, training_);
 }
 

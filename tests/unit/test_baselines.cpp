@@ -93,11 +93,15 @@ TEST(Baselines, QatLoraFakeQuantizesTheBaseOnly) {
     QatLoraLinear l(s.W, {}, {4, 8.0, 0.0}, kQ, learn);
     randomize_lora(l);
     const auto ps = l.parameters();
-    const auto y = l.forward(s.x);
+    const auto x = s.x.detach().clone().requires_grad_(true);
+    const auto y = l.forward(x);
     const auto base = round_to_nearest(s.W, kQ).dequantize();
-    const auto ref = at::matmul(s.x, (base + 2.0 * at::mm(ps[1].tensor, ps[0].tensor)).t());
+    const auto w_total = (base + 2.0 * at::mm(ps[1].tensor, ps[0].tensor)).detach();
+    const auto ref = at::matmul(s.x, w_total.t());
     EXPECT_LT(rel_err(y, ref), 1e-12);
     y.sum().backward();
+    // d/dx sum(x W^T) = 1 W, for the cached fixed-scale base as for the blocked op.
+    EXPECT_LT(rel_err(x.grad(), at::matmul(at::ones_like(y), w_total)), 1e-12);
     EXPECT_EQ(ps.size(), learn ? 4u : 2u);
     if (learn) EXPECT_GT(ps[2].tensor.grad().abs().sum().item<double>(), 0);
     // Export: PTQ of the merged weight, which differs from the training-time forward.

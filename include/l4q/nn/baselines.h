@@ -73,6 +73,10 @@ class QatLoraLinear final : public Linear {
   QuantSpec q_;
   bool learn_scales_;
   at::Tensor weight_, bias_, a_, b_, s_, offset_;
+  // With fixed scales the fake-quantized base Q(W0) never changes: it is computed once and
+  // multiplied directly (as torchao's QAT keeps it for backward), trading one out x in
+  // buffer for the two block-wise rebuilds per step. With learned scales it is rebuilt.
+  at::Tensor base_fq_;
 };
 
 class QaLoraLinear final : public Linear {
