@@ -14,6 +14,7 @@
 #include "l4q/error.h"
 #include "l4q/io/checkpoint.h"
 #include "l4q/io/gguf.h"
+#include "l4q/io/model_tokenizer.h"
 #include "l4q/runtime.h"
 #include "l4q/text/sentencepiece_model.h"
 
@@ -24,15 +25,7 @@ bool write_gguf_tokenizer(const std::string& gguf_path, const std::string& out_p
   const auto f = l4q::GgufFile::open(gguf_path);
   if (f.get_or<std::string>("tokenizer.ggml.model", "") != "llama" || !f.contains("tokenizer.ggml.tokens"))
     return false;
-  l4q::SentencePieceVocab v;
-  v.pieces = f.get_array<std::string>("tokenizer.ggml.tokens");
-  v.scores = f.contains("tokenizer.ggml.scores") ? f.get_array<float>("tokenizer.ggml.scores")
-                                                 : std::vector<float>(v.pieces.size(), 0.f);
-  if (f.contains("tokenizer.ggml.token_type")) v.types = f.get_array<int32_t>("tokenizer.ggml.token_type");
-  v.bos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.bos_token_id", 1));
-  v.eos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.eos_token_id", 2));
-  v.unk_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.unknown_token_id", 0));
-  v.add_dummy_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", true);
+  const auto v = l4q::sentencepiece_vocab_from_gguf(f);
   l4q::write_sentencepiece_model(l4q::sentencepiece_model_from_vocab(v, gguf_path), out_path);
   return true;
 }

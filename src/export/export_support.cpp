@@ -9,6 +9,7 @@
 #include "l4q/error.h"
 #include "l4q/io/atomic_file.h"
 #include "l4q/io/gguf.h"
+#include "l4q/io/model_tokenizer.h"
 
 namespace l4q::export_detail {
 
@@ -90,17 +91,7 @@ RunVocabulary from_gguf(const std::string& path) {
   const auto f = GgufFile::open(path);
   RunVocabulary r;
   r.source = path + " (tokenizer.ggml.*)";
-  auto& v = r.vocab;
-  v.pieces = f.get_array<std::string>("tokenizer.ggml.tokens");
-  v.scores = f.contains("tokenizer.ggml.scores") ? f.get_array<float>("tokenizer.ggml.scores")
-                                                 : std::vector<float>(v.pieces.size(), 0.f);
-  if (f.contains("tokenizer.ggml.token_type")) v.types = f.get_array<int32_t>("tokenizer.ggml.token_type");
-  v.bos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.bos_token_id", 1));
-  v.eos_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.eos_token_id", 2));
-  v.unk_id = static_cast<int32_t>(f.get_or<uint32_t>("tokenizer.ggml.unknown_token_id", 0));
-  if (f.contains("tokenizer.ggml.padding_token_id"))
-    v.pad_id = static_cast<int32_t>(f.get<uint32_t>("tokenizer.ggml.padding_token_id"));
-  v.add_dummy_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", true);
+  r.vocab = sentencepiece_vocab_from_gguf(f);
   return r;
 }
 

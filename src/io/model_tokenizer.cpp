@@ -59,6 +59,10 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::string& gguf_path) {
   if (model != "llama")
     fail(gguf_path, ": key 'tokenizer.ggml.model': expected \"llama\" (SentencePiece) or \"gpt2\" "
          "(byte-level BPE), got \"", model, "\"");
+  return std::make_unique<SentencePieceTokenizer>(sentencepiece_vocab_from_gguf(f), gguf_path);
+}
+
+SentencePieceVocab sentencepiece_vocab_from_gguf(const GgufFile& f) {
   SentencePieceVocab v;
   v.pieces = f.get_array<std::string>("tokenizer.ggml.tokens");
   v.scores = f.contains("tokenizer.ggml.scores") ? f.get_array<float>("tokenizer.ggml.scores")
@@ -71,7 +75,7 @@ std::unique_ptr<Tokenizer> tokenizer_from_gguf(const std::string& gguf_path) {
   if (f.contains("tokenizer.ggml.padding_token_id"))
     v.pad_id = static_cast<int32_t>(f.get<uint32_t>("tokenizer.ggml.padding_token_id"));
   v.add_dummy_prefix = f.get_or<bool>("tokenizer.ggml.add_space_prefix", true);
-  return std::make_unique<SentencePieceTokenizer>(v, gguf_path);
+  return v;
 }
 
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path,

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "data/read_file.h"
 #include "io/packed_model_layout.h"
 #include "l4q/error.h"
 #include "l4q/infer/packed_linear.h"
@@ -25,13 +26,7 @@ using detail::shape_str;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail(p.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_text(const fs::path& p) { return data_detail::read_file(p.string()); }
 
 struct LayerGrid {
   int bits = 0;

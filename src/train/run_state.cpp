@@ -12,6 +12,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "data/read_file.h"
 #include "l4q/error.h"
 #include "l4q/io/atomic_file.h"
 #include "l4q/io/checkpoint.h"
@@ -28,13 +29,7 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) fail(p.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_text(const fs::path& p) { return data_detail::read_file(p.string()); }
 
 std::string step_dir_name(int64_t step) {
   char buf[32];
