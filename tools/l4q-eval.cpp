@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
   app.add_option("--model", model_path,
                  "HF directory, GGUF file, llama2.c .bin, l4q-train run/checkpoint, or l4q export directory")
       ->required()->check(CLI::ExistingPath);
-  app.add_option("--tokenizer", tokenizer_path, "SentencePiece .model (default: the model's own)")
+  app.add_option("--tokenizer", tokenizer_path, "SentencePiece .model or HF tokenizer.json (default: the model's own)")
       ->check(CLI::ExistingFile);
   app.add_option("--out", out_path, "write the JSON result here instead of stdout");
   app.add_option("--threads", threads, "CPU threads (0: every core)")->capture_default_str();

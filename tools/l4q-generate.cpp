@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   app.add_option("--model", model_path, "HF directory, GGUF file, llama2.c .bin, l4q-train run, or l4q export directory")
       ->required()->check(CLI::ExistingPath);
-  app.add_option("--tokenizer", tokenizer_path, "SentencePiece .model (default: found next to the model)")
+  app.add_option("--tokenizer", tokenizer_path, "SentencePiece .model or HF tokenizer.json (default: the model's own, or one next to it)")
       ->check(CLI::ExistingFile);
   app.add_option("--prompt", prompt, "prompt text (BOS is prepended; empty: start from BOS)");
   app.add_option("--prompt-ids", prompt_ids, "prompt as token ids instead of text, e.g. \"1 403 407\"")

@@ -26,9 +26,9 @@ struct DataOptions {
   double val_fraction = 0.0;      // held out of train_path when val_path is empty
   uint64_t seed = 0;              // the validation split (alpaca)
   int64_t max_length = 512;       // alpaca: tokens per example; text: block size
-  int64_t max_records = 0;        // > 0: only the first N records of train_path (alpaca only)
-  LossOn loss_on = LossOn::response;         // alpaca only
-  std::string prompt_template = "alpaca";    // alpaca only
+  int64_t max_records = 0;        // > 0: only the first N records of train_path (instruction data only)
+  LossOn loss_on = LossOn::response;         // instruction data only
+  std::string prompt_template = "alpaca";    // instruction data only: "alpaca" or "chatml"
   int64_t stride = 0;             // text only, see TextCorpusOptions
 
   // Ranges and combinations; errors name `where` and the field.
