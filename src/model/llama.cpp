@@ -11,6 +11,7 @@
 #include "quant/tensor_checks.h"
 #include "l4q/model/activation_checkpoint.h"
 #include "l4q/model/attention.h"
+#include "nn/row_matmul.h"
 
 namespace l4q {
 
@@ -228,7 +229,7 @@ at::Tensor LlamaModel::logits(const at::Tensor& hidden) const {
   if (!hidden.defined() || hidden.dim() < 1 || hidden.size(-1) != config_.hidden_size)
     fail("[LlamaModel::logits] hidden: expected [..., ", config_.hidden_size, "], got ",
          hidden.defined() ? shape_str(hidden.sizes()) : std::string("undefined"));
-  return at::matmul(hidden, lm_head_.t());
+  return detail::matmul_weight_t(hidden, lm_head_);  // a GEMV when decoding one position
 }
 
 at::Tensor LlamaModel::forward(const at::Tensor& tokens, KvCache* cache) const {

@@ -2,13 +2,16 @@
 
 #include <ATen/ATen.h>
 
+#include "nn/row_matmul.h"
+
 namespace l4q {
 
 FloatLinear::FloatLinear(at::Tensor weight, at::Tensor bias)
     : weight_(weight.detach()), bias_(bias.defined() ? bias.detach() : bias) {}
 
 at::Tensor FloatLinear::forward(const at::Tensor& x) const {
-  return bias_.defined() ? at::linear(x, weight_, bias_) : at::matmul(x, weight_.t());
+  const auto y = detail::matmul_weight_t(x, weight_);
+  return bias_.defined() ? y + bias_ : y;
 }
 
 LinearFactory float_linear_factory() {
