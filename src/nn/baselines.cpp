@@ -17,11 +17,25 @@ at::Tensor add_bias(at::Tensor y, const at::Tensor& bias) {
   return bias.defined() ? y + bias : y;
 }
 
-// (alpha/r) drop(x) A^T B^T: the float LoRA branch.
-at::Tensor lora_branch(const at::Tensor& x, const at::Tensor& A, const at::Tensor& B,
-                       const LoraSpec& lora, bool training) {
-  const auto xd = lora.dropout > 0 ? at::dropout(x, lora.dropout, training) : x;
-  return at::matmul(at::matmul(xd, A.t()), B.t()) * lora.scale();
+// y += (alpha/r) drop(x) A^T B^T, the float LoRA branch, for 2-D x [N, in] and y [N, out].
+// The scale goes on the rank-r intermediate and the sum is the GEMM's own accumulation, so
+// no extra pass reads and writes the [N, out] output in forward or backward (the plain
+// `y + (x A^T B^T) * scale` costs four). In place when `y` is a fresh product that no
+// backward needs (a GEMM's output), else out of place.
+at::Tensor plus_lora_branch(at::Tensor y, const at::Tensor& x2, const at::Tensor& A,
+                            const at::Tensor& B, const LoraSpec& lora, bool training,
+                            bool y_in_place) {
+  const auto xd = lora.dropout > 0 ? at::dropout(x2, lora.dropout, training) : x2;
+  const auto xa = at::mm(xd, A.t()) * lora.scale();  // [N, r]
+  return y_in_place ? y.addmm_(xa, B.t()) : at::addmm(y, xa, B.t());
+}
+
+// x [..., in] -> [N, in], and a [N, out] result back to [..., out].
+at::Tensor rows(const at::Tensor& x) { return x.reshape({-1, x.size(-1)}); }
+at::Tensor unrows(const at::Tensor& y, const at::Tensor& x) {
+  auto shape = x.sizes().vec();
+  shape.back() = y.size(-1);
+  return y.view(shape);
 }
 
 void check_base(const char* where, const at::Tensor& W, const at::Tensor& bias) {
@@ -56,7 +70,11 @@ LoraLinear::LoraLinear(at::Tensor weight, at::Tensor bias, const LoraSpec& lora,
 }
 
 at::Tensor LoraLinear::forward(const at::Tensor& x) const {
-  return add_bias(at::matmul(x, weight_.t()) + lora_branch(x, a_, b_, lora_, training_), bias_);
+  const auto x2 = rows(x);
+  return add_bias(unrows(plus_lora_branch(at::mm(x2, weight_.t()), x2, a_, b_, lora_, training_,
+                                          /*y_in_place=*/true),
+                         x),
+                  bias_);
 }
 
 std::vector<NamedParam> LoraLinear::parameters() const {
@@ -100,11 +118,13 @@ QatLoraLinear::QatLoraLinear(at::Tensor weight, at::Tensor bias, const LoraSpec&
 }
 
 at::Tensor QatLoraLinear::forward(const at::Tensor& x) const {
-  // Learned scales: the blocked fake-quant linear (no out x in tensor kept for backward).
+  const auto x2 = rows(x);
+  // Learned scales: the blocked fake-quant linear (no out x in tensor kept for backward); its
+  // output belongs to a custom autograd Function, so the branch is added out of place.
   const auto base = learn_scales_
-                        ? l4q_linear(x, weight_, {}, {}, s_, offset_, bias_, fq_options(q_))
-                        : at::linear(x, base_fq_, bias_.defined() ? bias_ : at::Tensor());
-  return base + lora_branch(x, a_, b_, lora_, training_);
+                        ? l4q_linear(x2, weight_, {}, {}, s_, offset_, bias_, fq_options(q_))
+                        : at::linear(x2, base_fq_, bias_.defined() ? bias_ : at::Tensor());
+  return unrows(plus_lora_branch(base, x2, a_, b_, lora_, training_, !learn_scales_), x);
 }
 
 std::vector<NamedParam> QatLoraLinear::parameters() const {

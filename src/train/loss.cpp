@@ -4,6 +4,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include "l4q/data/example.h"
+#include "l4q/train/linear_cross_entropy.h"
 
 namespace l4q {
 
@@ -19,10 +20,8 @@ LossSum batch_loss(const LlamaModel& model, const Batch& batch) {
   const auto targets = batch.labels.narrow(1, 1, T - 1).reshape(-1);
   const auto idx = (targets != kIgnoreIndex).nonzero().squeeze(1);
   const auto h = hidden.narrow(1, 0, T - 1).reshape({-1, H}).index_select(0, idx);
-  const auto logits = model.logits(h).to(at::kFloat);
   out.tokens = idx.numel();
-  out.loss_sum = at::nll_loss(at::log_softmax(logits, -1), targets.index_select(0, idx), {},
-                              at::Reduction::Sum);
+  out.loss_sum = linear_cross_entropy_sum(h, model.lm_head_weight(), targets.index_select(0, idx));
   return out;
 }
 

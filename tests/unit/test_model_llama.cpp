@@ -178,6 +178,38 @@ TEST(CausalAttention, GroupedHeadsEqualRepeatedKeyValues) {
   EXPECT_THROW(causal_attention(q, k.narrow(1, 0, 1).repeat({1, 4, 1, 1}), v), Error);
 }
 
+// The CPU attention is a custom autograd Function (batch-parallel GEMMs, in-place softmax):
+// its gradients against autograd of the composite, with GQA, a KV cache offset (S > T),
+// non-contiguous inputs as the model passes them, and one decode position (no mask).
+TEST(CausalAttention, GradientsEqualAutogradOfTheComposite) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const auto o = at::TensorOptions().dtype(at::kDouble);
+  for (const int64_t T : {4, 1}) {
+    const auto q0 = at::randn({2, T, 6, 8}, gen, o).transpose(1, 2);  // [B, H, T, d] view
+    const auto k0 = at::randn({2, 2, 7, 8}, gen, o), v0 = at::randn({2, 2, 7, 8}, gen, o);
+    const auto R = at::randn({2, 6, T, 8}, gen, o);
+    auto run = [&](bool composite) {
+      auto q = q0.clone().set_requires_grad(true), k = k0.clone().set_requires_grad(true),
+           v = v0.clone().set_requires_grad(true);
+      at::Tensor out;
+      if (composite) {
+        const auto kr = k.repeat_interleave(3, 1), vr = v.repeat_interleave(3, 1);
+        auto s = at::matmul(q, kr.transpose(-2, -1)) / std::sqrt(8.0);
+        s = s.masked_fill(at::ones({T, 7}, at::kBool).triu(7 - T + 1), -INFINITY);
+        out = at::matmul(at::softmax(s, -1), vr);
+      } else {
+        out = causal_attention(q, k, v);
+      }
+      (out * R).sum().backward();
+      return std::vector<at::Tensor>{out.detach(), q.grad(), k.grad(), v.grad()};
+    };
+    const auto ours = run(false), ref = run(true);
+    for (size_t i = 0; i < ours.size(); ++i)
+      EXPECT_LT(rel_err(ours[i], ref[i]), 1e-13) << "T " << T << " tensor " << i;
+    EXPECT_GT(ours[2].abs().max().item<double>(), 1e-3);  // the keys really get a gradient
+  }
+}
+
 TEST(RotaryEmbedding, LinearScalingDividesPositions) {
   auto c = tiny_llama_config();
   const RotaryEmbedding plain(c);

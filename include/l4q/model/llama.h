@@ -51,6 +51,9 @@ class LlamaModel {
   at::Tensor forward_hidden(const at::Tensor& tokens, KvCache* cache = nullptr) const;
   // ... and hidden [..., hidden] -> logits [..., vocab].
   at::Tensor logits(const at::Tensor& hidden) const;
+  // The [vocab, hidden] weight logits() multiplies by (the embedding when tied): for heads
+  // that never form all the logits (train/linear_cross_entropy.h).
+  const at::Tensor& lm_head_weight() const { return lm_head_; }
 
   const LlamaConfig& config() const { return config_; }
   at::ScalarType dtype() const;
