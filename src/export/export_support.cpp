@@ -10,6 +10,7 @@
 #include "l4q/io/atomic_file.h"
 #include "l4q/io/gguf.h"
 #include "l4q/io/model_tokenizer.h"
+#include "l4q/text/bpe_json.h"
 
 namespace l4q::export_detail {
 
@@ -121,6 +122,20 @@ RunVocabulary find_run_vocabulary(const TrainedRun& run) {
   }
   fail(c.model, ": no SentencePiece vocabulary found for the export (looked at ", looked,
        "); set the run's tokenizer to a .model file");
+}
+
+const BpeVocab* run_bpe_vocab(const TrainedRun& run) {
+  const auto* bpe = dynamic_cast<const BpeTokenizer*>(run.tokenizer.get());
+  return bpe ? &bpe->vocab() : nullptr;
+}
+
+void write_run_tokenizer(const TrainedRun& run, const std::string& dir) {
+  if (const auto* v = run_bpe_vocab(run)) {
+    write_file_atomic(dir + "/tokenizer.json", bpe_tokenizer_json(*v) + "\n");
+    write_file_atomic(dir + "/tokenizer_config.json", bpe_tokenizer_config_json(*v) + "\n");
+    return;
+  }
+  write_tokenizer_model(find_run_vocabulary(run), dir + "/tokenizer.model");
 }
 
 void write_tokenizer_model(const RunVocabulary& v, const std::string& path) {

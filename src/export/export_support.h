@@ -6,6 +6,7 @@
 #include <string>
 
 #include "l4q/export/report.h"
+#include "l4q/text/bpe.h"
 #include "l4q/text/sentencepiece_model.h"
 #include "l4q/train/run.h"
 
@@ -40,6 +41,15 @@ struct RunVocabulary {
   SentencePieceVocab vocab;    // pieces, scores, types, special ids
 };
 RunVocabulary find_run_vocabulary(const TrainedRun& run);
+
+// The run's byte-level BPE vocabulary (a GPT-2-family tokenizer such as SmolLM2's), or
+// nullptr when the run uses SentencePiece.
+const BpeVocab* run_bpe_vocab(const TrainedRun& run);
+
+// Writes the run's tokenizer into `dir` as HF directories keep it: tokenizer.json and
+// tokenizer_config.json for a byte-level BPE, tokenizer.model for SentencePiece (throws, as
+// find_run_vocabulary, when the run has none).
+void write_run_tokenizer(const TrainedRun& run, const std::string& dir);
 
 // Writes the vocabulary as `path` (a SentencePiece .model): a copy of the run's file when it
 // has one, else a model built from the GGUF vocabulary.

@@ -112,6 +112,43 @@ void add_vocabulary(GgufWriter& w, const export_detail::RunVocabulary& rv, int64
   w.set_scalar<bool>("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
 }
 
+// tokenizer.ggml.* for a byte-level BPE ("gpt2"), as llama.cpp's converter writes them for
+// SmolLM2 / LLaMA-3: tokens in their byte-mapped form, types, merges "left right", the
+// pre-tokenizer's name, special ids and add_bos_token.
+void add_bpe_vocabulary(GgufWriter& w, const BpeVocab& v, int64_t vocab_size,
+                        std::vector<std::string>& notes) {
+  auto tokens = v.tokens;
+  std::vector<int32_t> types(tokens.size(), static_cast<int32_t>(BpeTokenType::normal));
+  for (size_t i = 0; i < v.types.size() && i < types.size(); ++i) types[i] = static_cast<int32_t>(v.types[i]);
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n > vocab_size)
+    fail("[gguf export] the tokenizer has ", n, " tokens but the model's vocab_size is ", vocab_size);
+  for (int64_t i = n; i < vocab_size; ++i) {
+    tokens.push_back("[PAD" + std::to_string(i) + "]");
+    types.push_back(static_cast<int32_t>(BpeTokenType::user_defined));
+  }
+  if (n < vocab_size)
+    notes.push_back("vocabulary: " + std::to_string(n) + " tokens padded to vocab_size " +
+                    std::to_string(vocab_size) + " with [PADi] user-defined tokens");
+  std::vector<std::string> merges;
+  merges.reserve(v.merges.size());
+  for (const auto& [a, b] : v.merges) merges.push_back(a + " " + b);
+  w.set_scalar<std::string>("tokenizer.ggml.model", "gpt2");
+  w.set_scalar<std::string>("tokenizer.ggml.pre", to_string(v.pre));
+  w.set("tokenizer.ggml.tokens", GgufValue::array_of(tokens));
+  w.set("tokenizer.ggml.token_type", GgufValue::array_of(types));
+  w.set("tokenizer.ggml.merges", GgufValue::array_of(merges));
+  auto id = [&](const char* key, int32_t value) {
+    if (value >= 0) w.set_scalar<uint32_t>(key, static_cast<uint32_t>(value));
+  };
+  id("tokenizer.ggml.bos_token_id", v.bos_id);
+  id("tokenizer.ggml.eos_token_id", v.eos_id);
+  id("tokenizer.ggml.unknown_token_id", v.unk_id);
+  id("tokenizer.ggml.padding_token_id", v.pad_id);
+  w.set_scalar<bool>("tokenizer.ggml.add_bos_token", v.add_bos);
+  w.set_scalar<bool>("tokenizer.ggml.add_eos_token", false);
+}
+
 struct Errors {
   double weight = 0, scale = 0, offset = 0;
 };
@@ -220,7 +257,10 @@ ExportReport export_gguf(const TrainedRun& run, const std::string& out_path, con
   w.set_scalar<std::string>("general.name", "l4q export of " + run.checkpoint_dir);
   w.set_scalar<uint32_t>("general.alignment", 32);
   w.set_scalar<uint32_t>("general.file_type", 0);  // replaced below once the types are known
-  add_vocabulary(w, export_detail::find_run_vocabulary(run), cfg.vocab_size, rep.notes);
+  if (const auto* bpe = export_detail::run_bpe_vocab(run))
+    add_bpe_vocabulary(w, *bpe, cfg.vocab_size, rep.notes);
+  else
+    add_vocabulary(w, export_detail::find_run_vocabulary(run), cfg.vocab_size, rep.notes);
 
   std::map<std::string, at::Tensor> floats;
   for (const auto& [name, t] : model.named_float_parameters()) floats[name] = t;

@@ -259,7 +259,7 @@ ExportReport export_gptq(const TrainedRun& run, const std::string& out_dir, cons
 
   export_detail::StagedDirectory stage(out_dir);
   write_safetensors_sharded(stage.dir(), tensors, 5'000'000'000ull);
-  export_detail::write_tokenizer_model(export_detail::find_run_vocabulary(run), stage.dir() + "/tokenizer.model");
+  export_detail::write_run_tokenizer(run, stage.dir());
   write_file_atomic(stage.dir() + "/quantize_config.json", qc.dump(2) + "\n");
   write_file_atomic(stage.dir() + "/config.json", config.dump(2) + "\n");
   stage.commit();

@@ -32,9 +32,8 @@ ExportReport export_hf(const TrainedRun& run, const std::string& out_dir, const 
                         " quantized layers written as their dequantized W_q in F32 (exact; the codes are not kept)");
 
   export_detail::StagedDirectory stage(out_dir);
-  const auto vocab = export_detail::find_run_vocabulary(run);
+  export_detail::write_run_tokenizer(run, stage.dir());
   save_hf_directory(ck, stage.dir());
-  export_detail::write_tokenizer_model(vocab, stage.dir() + "/tokenizer.model");
   stage.commit();
   rep.bytes = export_detail::bytes_on_disk(out_dir);
   return rep;

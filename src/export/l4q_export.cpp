@@ -9,6 +9,7 @@
 #include <map>
 #include <system_error>
 
+#include "export/export_support.h"
 #include "io/packed_model_layout.h"
 #include "l4q/error.h"
 #include "l4q/infer/packed_weight.h"
@@ -29,8 +30,13 @@ namespace {
 // Where the run's tokenizer comes from: the configured file, the model directory's
 // tokenizer.model, the loaded SentencePiece model itself (e.g. a GGUF vocabulary), or a
 // tokenizer.model / tok512.model beside a model file.
-// Writes OUT/tokenizer.model; returns a note when there was none.
+// Writes OUT/tokenizer.model (OUT/tokenizer.json and tokenizer_config.json for a byte-level
+// BPE); returns a note when there was none.
 std::string write_tokenizer(const TrainedRun& run, const fs::path& dir) {
+  if (export_detail::run_bpe_vocab(run)) {  // byte-level BPE: tokenizer.json + its config
+    export_detail::write_run_tokenizer(run, dir.string());
+    return {};
+  }
   const auto dst = (dir / lay::kTokenizerFile).string();
   const auto& c = run.config;
   if (!c.tokenizer.empty() && fs::is_regular_file(c.tokenizer) &&

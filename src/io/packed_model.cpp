@@ -222,7 +222,8 @@ PackedModel load_packed_model(const std::string& dir) {
   };
   pm.model = std::make_unique<LlamaModel>(pm.config, weights, factory);
   pm.model->set_training(false);
-  if (fs::is_regular_file(d / lay::kTokenizerFile)) pm.tokenizer = load_tokenizer((d / lay::kTokenizerFile).string());
+  for (const char* name : {lay::kTokenizerFile, lay::kBpeTokenizerFile})
+    if (!pm.tokenizer && fs::is_regular_file(d / name)) pm.tokenizer = load_tokenizer((d / name).string());
   return pm;
 }
 

@@ -9,6 +9,9 @@ inline constexpr int kFormatVersion = 1;
 inline constexpr const char* kWeightsFile = "model.safetensors";
 inline constexpr const char* kConfigFile = "config.json";
 inline constexpr const char* kTokenizerFile = "tokenizer.model";
+// A byte-level BPE (SmolLM2, LLaMA-3) is kept as HF does: tokenizer.json beside a
+// tokenizer_config.json naming its special tokens.
+inline constexpr const char* kBpeTokenizerFile = "tokenizer.json";
 
 // Tensor suffixes after the module name ("model.layers.0.self_attn.q_proj").
 inline constexpr const char* kQweight = ".qweight";  // U8 [out, ceil(in / 32) * 32 * bits / 8]

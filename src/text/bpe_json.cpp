@@ -194,3 +194,100 @@ BpeVocab parse_bpe_tokenizer_json(const std::string& json_text, const std::strin
 }
 
 }  // namespace l4q
+
+namespace l4q {
+
+namespace {
+
+nlohmann::json byte_level(bool use_regex) {
+  return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+          {"use_regex", use_regex}};
+}
+
+nlohmann::json pre_tokenizer_json(BpePreTokenizer p) {
+  using json = nlohmann::json;
+  switch (p) {
+    case BpePreTokenizer::gpt2: return byte_level(true);
+    case BpePreTokenizer::smollm:
+      return {{"type", "Sequence"},
+              {"pretokenizers",
+               json::array({{{"type", "Digits"}, {"individual_digits", true}}, byte_level(true)})}};
+    case BpePreTokenizer::llama3:
+      return {{"type", "Sequence"},
+              {"pretokenizers",
+               json::array({{{"type", "Split"},
+                             {"pattern", {{"Regex", bpe_pre_tokenizer_regex(p)}}},
+                             {"behavior", "Isolated"},
+                             {"invert", false}},
+                            byte_level(false)})}};
+  }
+  fail("bpe_tokenizer_json: unknown pre-tokenizer");
+}
+
+BpeTokenType type_at(const BpeVocab& v, size_t i) {
+  return i < v.types.size() ? v.types[i] : BpeTokenType::normal;
+}
+
+}  // namespace
+
+std::string bpe_tokenizer_json(const BpeVocab& v) {
+  using json = nlohmann::json;
+  json j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  json added = json::array();
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    const auto t = type_at(v, i);
+    if (t != BpeTokenType::control && t != BpeTokenType::user_defined) continue;
+    added.push_back({{"id", i}, {"content", v.tokens[i]}, {"single_word", false},
+                     {"lstrip", false}, {"rstrip", false}, {"normalized", false},
+                     {"special", t == BpeTokenType::control}});
+  }
+  j["added_tokens"] = added;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = pre_tokenizer_json(v.pre);
+  if (v.add_bos && v.bos_id >= 0) {
+    const auto& bos = v.tokens.at(static_cast<size_t>(v.bos_id));
+    auto special = [&](int type_id) { return json{{"SpecialToken", {{"id", bos}, {"type_id", type_id}}}}; };
+    auto seq = [](const char* id, int type_id) { return json{{"Sequence", {{"id", id}, {"type_id", type_id}}}}; };
+    j["post_processor"] = {{"type", "TemplateProcessing"},
+                           {"single", json::array({special(0), seq("A", 0)})},
+                           {"pair", json::array({special(0), seq("A", 0), special(1), seq("B", 1)})},
+                           {"special_tokens", {{bos, {{"id", bos}, {"ids", {v.bos_id}}, {"tokens", {bos}}}}}}};
+  } else {
+    j["post_processor"] = nullptr;
+  }
+  j["decoder"] = byte_level(true);
+  json vocab = json::object();
+  for (size_t i = 0; i < v.tokens.size(); ++i) vocab[v.tokens[i]] = i;
+  json merges = json::array();
+  for (const auto& [a, b] : v.merges) merges.push_back(json::array({a, b}));
+  j["model"] = {{"type", "BPE"}, {"dropout", nullptr},
+                {"unk_token", v.unk_for_missing_bytes && v.unk_id >= 0
+                                  ? json(v.tokens.at(static_cast<size_t>(v.unk_id)))
+                                  : json(nullptr)},
+                {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
+                {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", v.ignore_merges},
+                {"vocab", vocab}, {"merges", merges}};
+  return j.dump(1);
+}
+
+std::string bpe_tokenizer_config_json(const BpeVocab& v) {
+  using json = nlohmann::json;
+  json c = json::object();
+  auto name = [&](int32_t id) {
+    return id >= 0 && static_cast<size_t>(id) < v.tokens.size() ? json(v.tokens[static_cast<size_t>(id)])
+                                                                 : json(nullptr);
+  };
+  c["tokenizer_class"] = "PreTrainedTokenizerFast";
+  c["bos_token"] = name(v.bos_id);
+  c["eos_token"] = name(v.eos_id);
+  c["pad_token"] = name(v.pad_id);
+  c["unk_token"] = name(v.unk_id);
+  c["add_bos_token"] = v.add_bos;
+  c["clean_up_tokenization_spaces"] = false;
+  return c.dump(1);
+}
+
+}  // namespace l4q

@@ -159,6 +159,29 @@ def compare(name, hf, tokenizer_file, texts, tmp):
     return not bad and not bad_text
 
 
+def ours_in_hf(path, ref, texts, tmp):
+    """The tokenizer.json + tokenizer_config.json that l4q's exports write for a BPE run,
+    loaded by HF `tokenizers` and transformers: same ids and text as the reference."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    d = os.path.join(tmp, "l4q-written")
+    os.makedirs(d)
+    subprocess.run([TOOL, "write-json", path, d], check=True)
+    ours = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    ref_ids = [e.ids for e in ref.encode_batch(texts, add_special_tokens=False)]
+    ids = [e.ids for e in ours.encode_batch(texts, add_special_tokens=False)]
+    bad = [i for i in range(len(texts)) if ids[i] != ref_ids[i]]
+    bad_text = [i for i in range(len(texts)) if ours.decode(ids[i], skip_special_tokens=False)
+                != ref.decode(ref_ids[i], skip_special_tokens=False)]
+    fast = PreTrainedTokenizerFast.from_pretrained(d)
+    eos_ok = fast.eos_token == "<|im_end|>" and fast.convert_tokens_to_ids("<|im_end|>") == 2
+    print("  %-28s %d texts: ids differ in %d, decoded text differs in %d; transformers eos %r" % (
+        "l4q-written tokenizer.json", len(texts), len(bad), len(bad_text), fast.eos_token))
+    for i in (bad + bad_text)[:5]:
+        print("    text %r\n      ref %s\n      ours %s" % (texts[i][:200], ref_ids[i][:40], ids[i][:40]))
+    return not bad and not bad_text and eos_ok
+
+
 def main():
     path = model_path()
     if path is None:
@@ -188,6 +211,7 @@ def main():
             os.makedirs(d)
             hf.save(os.path.join(d, "tokenizer.json"))
             ok &= compare("tokenizer.json (%s)" % kind, hf, os.path.join(d, "tokenizer.json"), texts, tmp)
+        ok &= ours_in_hf(path, hf_tokenizer(tokens, types, merges, "smollm"), texts, tmp)
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

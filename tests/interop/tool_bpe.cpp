@@ -17,6 +17,8 @@
 
 #include "l4q/error.h"
 #include "l4q/io/model_tokenizer.h"
+#include "l4q/text/bpe.h"
+#include "l4q/text/bpe_json.h"
 #include "l4q/text/bpe_pretokenize.h"
 
 namespace {
@@ -89,7 +91,16 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
+    if (mode == "write-json" && argc == 4) {  // what exports write for a BPE run
+      const auto tok = l4q::tokenizer_from_gguf(argv[2]);
+      const auto& v = dynamic_cast<const l4q::BpeTokenizer&>(*tok).vocab();
+      const std::string dir = argv[3];
+      std::ofstream(dir + "/tokenizer.json", std::ios::binary) << l4q::bpe_tokenizer_json(v);
+      std::ofstream(dir + "/tokenizer_config.json", std::ios::binary) << l4q::bpe_tokenizer_config_json(v);
+      return 0;
+    }
     std::cerr << "usage: l4q_interop_bpe encode TOKENIZER IN OUT_IDS OUT_TEXT\n"
+                 "       l4q_interop_bpe write-json MODEL.gguf DIR\n"
                  "       l4q_interop_bpe pretokenize gpt2|smollm|llama3 IN OUT\n";
     return 2;
   } catch (const std::exception& e) {

@@ -12,10 +12,13 @@
 #include "l4q/io/model_tokenizer.h"
 #include "l4q/text/bpe.h"
 #include "l4q/text/bpe_json.h"
+#include "test_bpe_support.h"
 #include "test_support.h"
 
 namespace l4q {
 namespace {
+
+using test::small_vocab;
 
 using Words = std::vector<std::string>;
 
@@ -100,29 +103,6 @@ TEST(TextBpe, PreTokenizerTilesMalformedUtf8) {
   EXPECT_EQ(parse_bpe_pre_tokenizer("smollm", "x"), BpePreTokenizer::smollm);
   EXPECT_EQ(parse_bpe_pre_tokenizer("llama-bpe", "x"), BpePreTokenizer::llama3);
   test::expect_error([] { parse_bpe_pre_tokenizer("qwen2", "m.gguf"); }, {"m.gguf", "qwen2", "not supported"});
-}
-
-// Specials, the 256 byte characters in byte order, then merge results.
-BpeVocab small_vocab() {
-  BpeVocab v;
-  v.tokens = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
-  for (int b = 0; b < 256; ++b) v.tokens.push_back(bpe_byte_to_unicode(static_cast<uint8_t>(b)));
-  const std::vector<std::pair<std::string, std::string>> merges = {
-      {"b", "c"}, {"a", "b"}, {"a", "a"}, {"h", "e"}, {"\xC4\xA0", "t"}, {"\xC4\xA0t", "he"},
-      {"x", "y"}, {"xy", "z"}};
-  for (const auto& m : merges) {
-    v.merges.push_back(m);
-    v.tokens.push_back(m.first + m.second);
-  }
-  v.tokens.push_back("USER");  // a user-defined (added, non-special) token
-  v.types.assign(v.tokens.size(), BpeTokenType::normal);
-  v.types[0] = v.types[1] = v.types[2] = BpeTokenType::control;
-  v.types.back() = BpeTokenType::user_defined;
-  v.pre = BpePreTokenizer::smollm;
-  v.bos_id = 1;
-  v.eos_id = 2;
-  v.unk_id = 0;
-  return v;
 }
 
 int32_t byte_tok(char c) { return 3 + static_cast<uint8_t>(c); }
@@ -265,6 +245,51 @@ TEST(TextBpe, TokenizerJson) {
   test::expect_error([&] { parse_bpe_tokenizer_json("{\"model\":{\"type\":\"Unigram\"}}", "u.json"); },
                      {"u.json", "Unigram"});
   test::expect_error([&] { parse_bpe_tokenizer_json("{oops", "j.json"); }, {"j.json", "invalid JSON"});
+}
+
+std::string smollm2_gguf();  // below: the cached SmolLM2 GGUF, or ""
+
+// bpe_tokenizer_json / bpe_tokenizer_config_json (what exports write for a BPE run) read back
+// as the same vocabulary, for every pre-tokenizer and flag, and encode the same ids.
+TEST(TextBpe, TokenizerJsonWriterRoundTrips) {
+  for (const auto pre : {BpePreTokenizer::gpt2, BpePreTokenizer::smollm, BpePreTokenizer::llama3})
+    for (const bool flags : {false, true}) {
+      auto v = small_vocab();
+      v.pre = pre;
+      v.add_bos = flags;
+      v.ignore_merges = flags;
+      v.unk_for_missing_bytes = flags;
+      v.pad_id = flags ? 0 : -1;
+      const auto back = parse_bpe_tokenizer_json(bpe_tokenizer_json(v), "w.json",
+                                                 bpe_tokenizer_config_json(v));
+      const std::string what = std::string(to_string(pre)) + (flags ? " +flags" : "");
+      EXPECT_EQ(back.tokens, v.tokens) << what;
+      EXPECT_EQ(back.types, v.types) << what;
+      EXPECT_EQ(back.merges, v.merges) << what;
+      EXPECT_EQ(back.pre, v.pre) << what;
+      EXPECT_EQ(back.ignore_merges, v.ignore_merges) << what;
+      EXPECT_EQ(back.add_bos, v.add_bos) << what;
+      EXPECT_EQ(back.bos_id, v.bos_id) << what;
+      EXPECT_EQ(back.eos_id, v.eos_id) << what;
+      EXPECT_EQ(back.pad_id, v.pad_id) << what;
+      EXPECT_EQ(back.unk_for_missing_bytes, v.unk_for_missing_bytes) << what;
+      if (flags) EXPECT_EQ(back.unk_id, v.unk_id) << what;
+      const BpeTokenizer a(v, "v"), b(back, "back");
+      const std::string text = "<|im_start|>abc the 123 xyz USER\n";
+      EXPECT_EQ(a.encode(text, true), b.encode(text, true)) << what;
+    }
+  const std::string path = smollm2_gguf();
+  if (path.empty()) return;
+  const auto tok = tokenizer_from_gguf(path);
+  const auto& v = dynamic_cast<const BpeTokenizer&>(*tok).vocab();
+  const BpeTokenizer back(parse_bpe_tokenizer_json(bpe_tokenizer_json(v), "w.json",
+                                                   bpe_tokenizer_config_json(v)),
+                          "w.json");
+  const std::string text = "<|im_start|>user\nIn 2024, caf\xC3\xA9s served 1,234 cups.<|im_end|>\n";
+  EXPECT_EQ(back.encode(text), tok->encode(text));
+  EXPECT_EQ(back.eos_id(), tok->eos_id());
+  EXPECT_EQ(back.bos_id(), tok->bos_id());
+  EXPECT_EQ(back.vocab().merges, v.merges);
 }
 
 TEST(TextBpe, ChatmlTemplateTrainsOnTheAnswerAndImEnd) {

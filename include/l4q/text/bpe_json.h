@@ -25,3 +25,17 @@ BpeVocab parse_bpe_tokenizer_json(const std::string& json_text, const std::strin
                                   const std::string& tokenizer_config_json = "");
 
 }  // namespace l4q
+
+namespace l4q {
+
+// The inverse of parse_bpe_tokenizer_json: an HF tokenizer.json for `v` (every token in
+// model.vocab; control tokens as special added tokens, user-defined ones as non-special; the
+// pre-tokenizer as above; a TemplateProcessing that prepends BOS when v.add_bos; unk_token when
+// v.unk_for_missing_bytes) and the tokenizer_config.json that names its EOS, BOS and pad.
+// parse_bpe_tokenizer_json(bpe_tokenizer_json(v), .., bpe_tokenizer_config_json(v)) gives v
+// back, except that token types other than control and user-defined read back as normal and
+// unk_id survives only with unk_for_missing_bytes. HF `tokenizers` loads both files.
+std::string bpe_tokenizer_json(const BpeVocab& v);
+std::string bpe_tokenizer_config_json(const BpeVocab& v);
+
+}  // namespace l4q
