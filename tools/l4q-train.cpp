@@ -109,11 +109,15 @@ int main(int argc, char** argv) {
     opts.progress = !no_progress;
     opts.quiet = quiet;
     const auto s = l4q::train(cfg, opts);
+    // lora-rtn / qat-lora: the exported (rounded) model's loss too, which is what deploys.
+    char deployed[64] = "";
+    if (s.val_loss_deployed >= 0)
+      std::snprintf(deployed, sizeof deployed, " (exported model: %.4f)", s.val_loss_deployed);
     std::fprintf(stderr,
                  "l4q-train: %s %d-bit: %lld steps, %lld tokens in %.1f s (%.0f tok/s); "
-                 "val loss %.4f -> %.4f; peak tensors %.1f MiB, RSS %.1f MiB; checkpoint %s%s\n",
+                 "val loss %.4f -> %.4f%s; peak tensors %.1f MiB, RSS %.1f MiB; checkpoint %s%s\n",
                  s.method.c_str(), cfg.method.grid.bits, (long long)s.steps, (long long)s.tokens,
-                 s.wall_seconds, s.tokens_per_second, s.val_loss_before, s.val_loss_after,
+                 s.wall_seconds, s.tokens_per_second, s.val_loss_before, s.val_loss_after, deployed,
                  s.peak_tensor_bytes / 1048576.0, s.peak_rss_bytes / 1048576.0,
                  s.last_checkpoint.c_str(), s.interrupted ? " (interrupted: continue with --resume)" : "");
     return s.interrupted ? 130 : 0;

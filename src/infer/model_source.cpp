@@ -57,6 +57,12 @@ LoadedModel load_any_model(const std::string& path, const std::string& tokenizer
     out.kind = quantized ? "fake-quant" : "float";
     out.description = "training run " + run.checkpoint_dir + " (" + to_string(run.config.method.method) +
                       ", step " + std::to_string(run.step) + ")";
+    // lora-rtn / qat-lora: evaluate and generate with the weights the export writes (rounded
+    // after training), not the training-time float branch.
+    if (out.model->rounds_at_export()) {
+      out.model->set_deployed(true);
+      out.description += ", as exported (rounded after training)";
+    }
   }
 #if L4Q_HAVE_PACKED_MODEL
   else if (is_packed_model(path)) {

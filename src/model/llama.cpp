@@ -286,4 +286,16 @@ void LlamaModel::set_training(bool training) {
     for (auto& [name, lin] : layer.proj) lin->set_training(training);
 }
 
+void LlamaModel::set_deployed(bool deployed) {
+  for (auto& layer : layers_)
+    for (auto& [name, lin] : layer.proj) lin->set_deployed(deployed);
+}
+
+bool LlamaModel::rounds_at_export() const {
+  for (const auto& layer : layers_)
+    for (const auto& [name, lin] : layer.proj)
+      if (lin->rounds_at_export()) return true;
+  return false;
+}
+
 }  // namespace l4q

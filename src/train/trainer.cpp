@@ -338,6 +338,11 @@ TrainSummary train(const TrainConfig& config, const TrainerOptions& options) {
   // ---- clean up --------------------------------------------------------------------------
   if (!saved_at_step) save();
   if (!summary.interrupted) summary.val_loss_after = evaluate("after");
+  if (!summary.interrupted && val_loader && model.rounds_at_export()) {
+    model.set_deployed(true);
+    summary.val_loss_deployed = evaluate("deployed");
+    model.set_deployed(false);
+  }
   summary.peak_tensor_bytes = meter.peak_bytes();
   summary.peak_rss_bytes = peak_rss_bytes();
   json s = {{"output_dir", summary.output_dir},
@@ -350,6 +355,7 @@ TrainSummary train(const TrainConfig& config, const TrainerOptions& options) {
             {"train_loss", summary.train_loss},
             {"val_loss_before", summary.val_loss_before},
             {"val_loss_after", summary.val_loss_after},
+            {"val_loss_deployed", summary.val_loss_deployed},
             {"wall_seconds", summary.wall_seconds},
             {"tokens_per_second", summary.tokens_per_second},
             {"peak_tensor_bytes", summary.peak_tensor_bytes},

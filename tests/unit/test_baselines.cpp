@@ -111,6 +111,31 @@ TEST(Baselines, QatLoraFakeQuantizesTheBaseOnly) {
   }
 }
 
+// Deployed mode (what the trainer's val_loss_deployed and l4q-eval on a run directory use):
+// lora-rtn and qat-lora then multiply by the exported weight; other methods are unaffected.
+TEST(Baselines, DeployedModeRunsOnTheExportedWeight) {
+  auto s = setup();
+  LoraLinear rtn(s.W, s.bias, {4, 8.0, 0.0}, kQ);
+  QatLoraLinear qat(s.W, s.bias, {4, 8.0, 0.0}, kQ, false);
+  LoraLinear lora(s.W, s.bias, {4, 8.0, 0.0});
+  for (Linear* l : std::initializer_list<Linear*>{&rtn, &qat, &lora}) {
+    randomize_lora(*l);
+    at::NoGradGuard ng;
+    const auto trained = l->forward(s.x);
+    l->set_deployed(true);
+    const auto deployed = l->forward(s.x);
+    l->set_deployed(false);
+    EXPECT_TRUE(at::equal(l->forward(s.x), trained)) << l->method();
+    EXPECT_LT(rel_err(deployed, at::matmul(s.x, l->effective_weight().t()) + s.bias), 1e-12)
+        << l->method();
+    if (l->rounds_at_export()) EXPECT_GT(rel_err(deployed, trained), 1e-3) << l->method();
+    else EXPECT_TRUE(at::equal(deployed, trained)) << l->method();
+  }
+  EXPECT_TRUE(rtn.rounds_at_export());
+  EXPECT_TRUE(qat.rounds_at_export());
+  EXPECT_FALSE(lora.rounds_at_export());
+}
+
 TEST(Baselines, QaLoraMergesExactlyIntoTheOffset) {
   auto s = setup();
   QaLoraLinear l(s.W, s.bias, {4, 8.0, 0.0}, kQ);

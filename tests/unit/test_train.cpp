@@ -199,5 +199,21 @@ TEST(Trainer, RunLoadsBackWithItsTrainedWeights) {
   test::expect_error([] { load_trained_run("/nonexistent-run-dir"); }, {"no finished checkpoint"});
 }
 
+// lora-rtn is rounded only at export: the summary also scores the exported model, and that is
+// not the training-time loss. L4Q's training-time model is the exported one: no extra number.
+TEST(Trainer, SummaryScoresTheExportedModelOfMethodsThatRoundAfterTraining) {
+  const auto out = scratch("deployed").string();
+  auto c = parse_train_config(apply_overrides(tiny_config(out, "lora-rtn"), {"max_steps=2"}, "t"), "t");
+  const auto s = train(c, quiet());
+  ASSERT_GT(s.val_loss_deployed, 0);
+  EXPECT_GT(std::abs(s.val_loss_deployed - s.val_loss_after), 1e-4);
+  std::ifstream f(out + "/summary.json");
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"val_loss_deployed\""), std::string::npos);
+  const auto out2 = scratch("deployed-l4q").string();
+  auto c2 = parse_train_config(apply_overrides(tiny_config(out2), {"max_steps=1"}, "t"), "t");
+  EXPECT_EQ(train(c2, quiet()).val_loss_deployed, -1);
+}
+
 }  // namespace
 }  // namespace l4q

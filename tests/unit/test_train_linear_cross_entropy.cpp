@@ -2,6 +2,7 @@
 // plain composite nll_loss(log_softmax(h @ W^T)), in float64: loss, d hidden and d weight, for
 // block sizes that split the rows unevenly, and the refusals.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <string>

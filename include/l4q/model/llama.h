@@ -73,6 +73,11 @@ class LlamaModel {
 
   // Forwards to every linear layer (dropout in the training methods).
   void set_training(bool training);
+  // Deployed mode for every projection (nn/linear.h: lora-rtn and qat-lora then run on their
+  // exported weights), and whether any projection's exported weight differs from its
+  // training-time one.
+  void set_deployed(bool deployed);
+  bool rounds_at_export() const;
 
   // Activation checkpointing per decoder block (off by default): while gradients are wanted
   // (grad mode on, no cache), each block keeps only its input and recomputes its activations

@@ -43,6 +43,7 @@ class LoraLinear final : public Linear {
   at::Tensor bias() const override { return bias_; }
   std::optional<MergedWeight> quantized_weight() const override;
   std::string method() const override { return ptq_ ? "lora-rtn" : "lora"; }
+  bool rounds_at_export() const override { return ptq_.has_value(); }
   int64_t in_features() const override { return weight_.size(1); }
   int64_t out_features() const override { return weight_.size(0); }
   at::Tensor merged_float_weight() const;
@@ -65,6 +66,7 @@ class QatLoraLinear final : public Linear {
   std::optional<MergedWeight> quantized_weight() const override;
   std::optional<double> clipped_fraction() const override;
   std::string method() const override { return "qat-lora"; }
+  bool rounds_at_export() const override { return true; }
   int64_t in_features() const override { return weight_.size(1); }
   int64_t out_features() const override { return weight_.size(0); }
 

@@ -51,9 +51,16 @@ class Linear {
   // methods without a quantizer in the training forward.
   virtual std::optional<double> clipped_fraction() const { return std::nullopt; }
   virtual std::string method() const = 0;
+  // Methods whose exported model is not their training-time one: lora-rtn rounds the merged
+  // W0 + BA to the grid only at export, qat-lora re-quantizes it (PTQ). While deployed
+  // (set_deployed(true)), their forward multiplies by the exported weight instead, rebuilt
+  // on every call (no out x in buffer is kept), so evaluation scores what users deploy.
+  virtual bool rounds_at_export() const { return false; }
+  void set_deployed(bool deployed) { deployed_ = deployed; }
 
  protected:
   bool training_ = true;
+  bool deployed_ = false;
 };
 
 // A plain frozen linear layer: y = x W^T (+ b).

@@ -39,6 +39,9 @@ struct TrainSummary {
   double train_loss = 0;           // mean loss of the last logged window
   double val_loss_before = -1;     // -1: no validation set
   double val_loss_after = -1;
+  // lora-rtn and qat-lora only (their exported model is rounded after training): validation
+  // loss of the exported model, which val_loss_after (the training-time model) does not show.
+  double val_loss_deployed = -1;
   double wall_seconds = 0;
   double tokens_per_second = 0;
   int64_t peak_tensor_bytes = 0;   // allocator-level peak (MemoryMeter)
