@@ -10,6 +10,8 @@
 #include "l4q/io/atomic_file.h"
 #include "l4q/io/gguf.h"
 #include "l4q/io/model_tokenizer.h"
+#include "l4q/model/llama.h"
+#include "l4q/nn/methods.h"
 #include "l4q/text/bpe_json.h"
 
 namespace l4q::export_detail {
@@ -141,6 +143,19 @@ void write_run_tokenizer(const TrainedRun& run, const std::string& dir) {
 void write_tokenizer_model(const RunVocabulary& v, const std::string& path) {
   if (!v.model_file.empty()) copy_file_atomic(v.model_file, path);
   else write_sentencepiece_model(sentencepiece_model_from_vocab(v.vocab, v.source), path);
+}
+
+ExportReport start_report(const TrainedRun& run, const std::string& format, const std::string& path) {
+  ExportReport rep;
+  rep.format = format;
+  rep.source = run.checkpoint_dir;
+  rep.path = path;
+  if (run.model && run.model->rounds_at_export())
+    rep.notes.push_back("method " + to_string(run.config.method.method) +
+                        " rounds the merged weight (base + (alpha/r)BA) to the grid here (post-training quantization): the "
+                        "exported model is not the one trained; summary.json's val_loss_deployed and "
+                        "l4q-eval of the run score this exported model");
+  return rep;
 }
 
 std::string fmt_g(double x) {

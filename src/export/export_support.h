@@ -55,6 +55,10 @@ void write_run_tokenizer(const TrainedRun& run, const std::string& dir);
 // has one, else a model built from the GGUF vocabulary.
 void write_tokenizer_model(const RunVocabulary& v, const std::string& path);
 
+// The report every exporter fills: format, source, path, and the note that a lora-rtn or
+// qat-lora run is rounded here (its exported model is not its training-time one).
+ExportReport start_report(const TrainedRun& run, const std::string& format, const std::string& path);
+
 // A number for a note: 3 significant digits ("1.2e-05").
 std::string fmt_g(double x);
 

@@ -247,10 +247,7 @@ ExportReport export_gguf(const TrainedRun& run, const std::string& out_path, con
   const LlamaModel& model = *run.model;
   const LlamaConfig& cfg = model.config();
 
-  ExportReport rep;
-  rep.format = "gguf";
-  rep.source = run.checkpoint_dir;
-  rep.path = out_path;
+  ExportReport rep = export_detail::start_report(run, "gguf", out_path);
 
   GgufWriter w;
   add_llama_metadata(w, cfg);

@@ -157,10 +157,7 @@ ExportReport export_gptq(const TrainedRun& run, const std::string& out_dir, cons
   at::NoGradGuard no_grad;
   const LlamaModel& model = *run.model;
   const LlamaConfig& cfg = model.config();
-  ExportReport rep;
-  rep.format = "gptq";
-  rep.source = run.checkpoint_dir;
-  rep.path = out_dir;
+  ExportReport rep = export_detail::start_report(run, "gptq", out_dir);
 
   // One bits / group_size for the model (quantization_config has one of each).
   int bits = 0;

@@ -14,10 +14,7 @@ ExportReport export_hf(const TrainedRun& run, const std::string& out_dir, const 
   if (!run.model) fail("[hf export] ", run.checkpoint_dir, ": the run has no model");
   at::NoGradGuard no_grad;
   const LlamaModel& model = *run.model;
-  ExportReport rep;
-  rep.format = "hf";
-  rep.source = run.checkpoint_dir;
-  rep.path = out_dir;
+  ExportReport rep = export_detail::start_report(run, "hf", out_dir);
 
   Checkpoint ck;
   ck.config = model.config();

@@ -87,10 +87,7 @@ ExportReport export_l4q(const TrainedRun& run, const std::string& out_dir, const
   if (!fs::is_directory(target.parent_path()))
     fail(target.string(), ": parent directory ", target.parent_path().string(), " does not exist");
 
-  ExportReport rep;
-  rep.format = "l4q";
-  rep.source = run.checkpoint_dir;
-  rep.path = target.string();
+  ExportReport rep = export_detail::start_report(run, "l4q", target.string());
 
   at::NoGradGuard no_grad;
   const auto& model = *run.model;

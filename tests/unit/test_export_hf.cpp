@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "l4q/export/hf_export.h"
+#include "l4q/nn/methods.h"
 #include "l4q/text/sentencepiece_model.h"
 #include "test_export_support.h"
 #include "test_io_support.h"
@@ -26,6 +27,22 @@ TEST(HfExport, WritesExactlyTheTrainedWeights) {
   EXPECT_EQ(read_sentencepiece_model(dir + "/tokenizer.model").pieces.size(), 512u);
   test::expect_error([&] { export_hf(run, dir, {}); }, {"[hf export]", "exists"});
   EXPECT_NO_THROW(export_hf(run, dir, {true}));
+}
+
+// lora-rtn and qat-lora become low-bit only here: every exporter says so (their
+// max |exported - trained| compares against the rounded merge, so it cannot show it), and the
+// methods that train the exported weights carry no such note.
+TEST(HfExport, NotesThatLoraRtnAndQatLoraAreRoundedAtExport) {
+  test::TempDir tmp;
+  for (auto m : {LinearMethod::LoraRtn, LinearMethod::QatLora, LinearMethod::L4Q}) {
+    test::RunOptions o;
+    o.method = m;
+    const auto run = test::synthetic_run(o);
+    const auto rep = export_hf(run, tmp.file("hf-" + to_string(m)), {});
+    bool noted = false;
+    for (const auto& n : rep.notes) noted |= n.find("post-training quantization") != std::string::npos;
+    EXPECT_EQ(noted, m != LinearMethod::L4Q) << to_string(m);
+  }
 }
 
 }  // namespace
