@@ -75,6 +75,21 @@ std::vector<int32_t> token_types(const SentencePieceVocab& v) {
   return t;
 }
 
+// The special ids and BOS/EOS flags of tokenizer.ggml.*, the same keys for both vocabularies
+// (an id < 0 is absent and not written).
+template <typename Vocab>
+void set_special_tokens(GgufWriter& w, const Vocab& v, bool add_bos) {
+  auto id = [&](const char* key, int32_t value) {
+    if (value >= 0) w.set_scalar<uint32_t>(key, static_cast<uint32_t>(value));
+  };
+  id("tokenizer.ggml.bos_token_id", v.bos_id);
+  id("tokenizer.ggml.eos_token_id", v.eos_id);
+  id("tokenizer.ggml.unknown_token_id", v.unk_id);
+  id("tokenizer.ggml.padding_token_id", v.pad_id);
+  w.set_scalar<bool>("tokenizer.ggml.add_bos_token", add_bos);
+  w.set_scalar<bool>("tokenizer.ggml.add_eos_token", false);
+}
+
 // tokenizer.ggml.* as llama.cpp's converter writes them for a SentencePiece ("llama") model.
 void add_vocabulary(GgufWriter& w, const export_detail::RunVocabulary& rv, int64_t vocab_size,
                     std::vector<std::string>& notes) {
@@ -100,15 +115,7 @@ void add_vocabulary(GgufWriter& w, const export_detail::RunVocabulary& rv, int64
   w.set("tokenizer.ggml.tokens", GgufValue::array_of(v.pieces));
   w.set("tokenizer.ggml.scores", GgufValue::array_of(v.scores));
   w.set("tokenizer.ggml.token_type", GgufValue::array_of(types));
-  auto id = [&](const char* key, int32_t value) {
-    if (value >= 0) w.set_scalar<uint32_t>(key, static_cast<uint32_t>(value));
-  };
-  id("tokenizer.ggml.bos_token_id", v.bos_id);
-  id("tokenizer.ggml.eos_token_id", v.eos_id);
-  id("tokenizer.ggml.unknown_token_id", v.unk_id);
-  id("tokenizer.ggml.padding_token_id", v.pad_id);
-  w.set_scalar<bool>("tokenizer.ggml.add_bos_token", true);
-  w.set_scalar<bool>("tokenizer.ggml.add_eos_token", false);
+  set_special_tokens(w, v, true);
   w.set_scalar<bool>("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
 }
 
@@ -138,15 +145,7 @@ void add_bpe_vocabulary(GgufWriter& w, const BpeVocab& v, int64_t vocab_size,
   w.set("tokenizer.ggml.tokens", GgufValue::array_of(tokens));
   w.set("tokenizer.ggml.token_type", GgufValue::array_of(types));
   w.set("tokenizer.ggml.merges", GgufValue::array_of(merges));
-  auto id = [&](const char* key, int32_t value) {
-    if (value >= 0) w.set_scalar<uint32_t>(key, static_cast<uint32_t>(value));
-  };
-  id("tokenizer.ggml.bos_token_id", v.bos_id);
-  id("tokenizer.ggml.eos_token_id", v.eos_id);
-  id("tokenizer.ggml.unknown_token_id", v.unk_id);
-  id("tokenizer.ggml.padding_token_id", v.pad_id);
-  w.set_scalar<bool>("tokenizer.ggml.add_bos_token", v.add_bos);
-  w.set_scalar<bool>("tokenizer.ggml.add_eos_token", false);
+  set_special_tokens(w, v, v.add_bos);
 }
 
 struct Errors {
