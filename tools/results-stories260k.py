@@ -47,6 +47,16 @@ REL_TOL = 1e-4  # export must reproduce the fake-quant perplexity (same integers
 # baselines.h): lora-rtn trains float LoRA and is rounded at export; qat-lora trains a float
 # LoRA branch beside the fake-quantized base, and the export rounds the merged W0 + BA (PTQ).
 REQUANTIZED_AT_EXPORT = ("lora-rtn", "qat-lora")
+# Other models reuse this driver (tools/results-smollm2.py sets these before running):
+# arguments naming the model, `--set` overrides of the config for every run (training and the
+# deployed-model scoring alike, so both see the same validation examples), and the texts
+# whose perplexity is measured (key, path).
+MODEL_ARGS = []
+TRAIN_SETS = []
+PPL_TEXTS = [("wiki", WIKI), ("greedy", GREEDY)]
+# Blocks of docs/results.md that write_tables keeps as they are: hand-written notes, and the
+# sections other models' drivers write there.
+KEPT_BLOCKS = ("notes", "smollm2", "smollm2-notes")  # in nesting order
 
 # ---------------------------------------------------------------------------------------------
 # Fixed validation split.
@@ -216,6 +226,13 @@ def clipped_trace(run_dir):
     return trace
 
 
+def mismatch_flag(r, rel):
+    # lora-rtn / qat-lora are rounded at export: the trainer's training-time loss differs.
+    if rel <= REL_TOL:
+        return ""
+    return " (by design: rounded at export)" if r["method"] in REQUANTIZED_AT_EXPORT else " MISMATCH"
+
+
 def do_run(spec, threads, train_p, val_p):
     d = os.path.join(RUNS, spec["name"])
     res_path = os.path.join(d, "results.json")
@@ -230,6 +247,7 @@ def do_run(spec, threads, train_p, val_p):
                "--seed", str(spec["seed"]), "--threads", str(threads), "--quiet", "--no-progress",
                "-o", d, "--force", "--set", f"data.train={train_p}",
                "--set", f"data.validation={val_p}", "--set", "data.val_fraction=0"]
+        cmd += MODEL_ARGS + [a for kv in TRAIN_SETS for a in ("--set", kv)]
         if spec["bits"] is not None:
             cmd += ["--bits", str(spec["bits"]), "--group-size", str(spec["group"])]
         cmd += spec["args"]
@@ -248,7 +266,7 @@ def do_run(spec, threads, train_p, val_p):
         r[k] = s.get(k)
     r["val_ppl_after"] = math.exp(s["val_loss_after"])
     r["clipped_fraction"] = clipped_trace(d)
-    for key, text in (("wiki", WIKI), ("greedy", GREEDY)):
+    for key, text in PPL_TEXTS:
         r[f"ppl_{key}"], err = perplexity(d, text, os.path.join(d, f"eval-{key}.json"), threads)
         if err:
             r[f"error_{key}"] = err
@@ -259,7 +277,7 @@ def do_run(spec, threads, train_p, val_p):
         if rc != 0:
             r["export_error"] = f"l4q-export failed (rc {rc}), see {log}"
         else:
-            for key, text in (("wiki", WIKI), ("greedy", GREEDY)):
+            for key, text in PPL_TEXTS:
                 p, err = perplexity(exp, text, os.path.join(d, f"eval-export-{key}.json"), threads)
                 r[f"export_ppl_{key}"] = p
                 if err:
@@ -268,9 +286,8 @@ def do_run(spec, threads, train_p, val_p):
                 if p is not None and fq is not None:
                     rel = abs(p - fq) / fq
                     r[f"export_rel_diff_{key}"] = rel
-                    flag = "MISMATCH" if rel > REL_TOL else "ok"
-                    print(f"    {key}: fake-quant {fq:.6f} packed {p:.6f} rel {rel:.2e} {flag}",
-                          flush=True)
+                    print(f"    {key}: fake-quant {fq:.6f} packed {p:.6f} rel {rel:.2e}"
+                          f"{mismatch_flag(r, rel) or ' ok'}", flush=True)
     with open(res_path, "w") as f:
         json.dump(r, f, indent=1)
     return r
@@ -296,7 +313,7 @@ def export_val_loss(r, threads, train_p, val_p):
     rc = sh([os.path.join(BUILD, "l4q-train"), "--config", CONFIG, "--model", hf, "--method",
              "float", "--threads", str(threads), "--quiet", "--no-progress", "-o", out, "--force",
              "--set", f"data.train={train_p}", "--set", f"data.validation={val_p}",
-             "--set", "data.val_fraction=0"], log)
+             "--set", "data.val_fraction=0"] + [a for kv in TRAIN_SETS for a in ("--set", kv)], log)
     if rc != 0:
         r["export_val_error"] = f"0-step evaluation of the HF export failed (rc {rc}), see {log}"
         return r
@@ -309,7 +326,7 @@ def export_val_loss(r, threads, train_p, val_p):
     r["val_loss_after"] = r["val_loss_export"]
     r["val_ppl_after"] = math.exp(r["val_loss_export"])
     print(f"    val loss: trainer {r['val_loss_trainer']:.6f} exported {r['val_loss_export']:.6f}"
-          f" rel {rel:.2e}{' MISMATCH' if rel > REL_TOL else ''}", flush=True)
+          f" rel {rel:.2e}{mismatch_flag(r, rel)}", flush=True)
     with open(os.path.join(d, "results.json"), "w") as f:
         json.dump(r, f, indent=1)
     return r
@@ -430,9 +447,7 @@ def write_tables(rows):
         L.append("")
         L.append("Failed runs: " + ", ".join(f"`{r['name']}` ({r['error']})" for r in failed))
     L.append("")
-    L.append("<!-- notes:begin -->")
-    L.append(NOTES_PLACEHOLDER)
-    L.append("<!-- notes:end -->")
+    L.append(kept_block("notes"))
     for g in GROUPS:
         L.append("")
         L.append(f"## Validation loss (ppl) on the Alpaca validation split, group {g}, seed 0")
@@ -567,23 +582,44 @@ def write_tables(rows):
     L.append(f"Raw per-run records: `{JSONL}`. Plot: `{PNG}`.")
     L.append("")
     L.append(f"![validation loss vs bits]({os.path.basename(PNG)})")
-    text = "\n".join(L) + "\n"
-    # The hand-written analysis between the notes markers survives a regeneration.
-    notes = "(analysis: see below the tables once the grid is complete)"
-    path = os.path.join(ROOT, DOC)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = f.read()
-        a, b = old.find("<!-- notes:begin -->"), old.find("<!-- notes:end -->")
-        if a >= 0 and b > a:
-            notes = old[a + len("<!-- notes:begin -->"):b].strip("\n")
-    text = text.replace(NOTES_PLACEHOLDER, notes)
-    with open(path, "w") as f:
-        f.write(text)
+    L.append("")
+    L.append(kept_block("smollm2"))
+    write_keeping_blocks(os.path.join(ROOT, DOC), "\n".join(L) + "\n")
     print(f"wrote {DOC}")
 
 
-NOTES_PLACEHOLDER = "\x00NOTES\x00"
+KEPT_DEFAULT = {"notes": "(analysis: see below the tables once the grid is complete)",
+                "smollm2": "(SmolLM2-135M results: `python3 tools/results-smollm2.py`)",
+                "smollm2-notes": "(analysis of the SmolLM2 runs)"}
+
+
+def kept_block(name):
+    return f"<!-- {name}:begin -->\n\x00{name}\x00\n<!-- {name}:end -->"
+
+
+def block_text(text, name):
+    a, b = text.find(f"<!-- {name}:begin -->"), text.find(f"<!-- {name}:end -->")
+    if a < 0 or b <= a:
+        return None
+    return text[a + len(f"<!-- {name}:begin -->"):b].strip("\n")
+
+
+def write_keeping_blocks(path, text, replace=None):
+    """Writes `text` to `path` (via a temporary file), filling each kept block with what the
+    current file has there (hand-written notes survive a regeneration), or with `replace`'s
+    text for the blocks it names."""
+    old = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    for name in KEPT_BLOCKS:
+        body = (replace or {}).get(name)
+        if body is None:
+            body = block_text(old, name) or KEPT_DEFAULT[name]
+        text = text.replace(f"\x00{name}\x00", body)
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
 
 
 def plot(rows):
