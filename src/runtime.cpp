@@ -3,6 +3,9 @@
 #include <ATen/Parallel.h>
 #include <sched.h>
 
+#include <chrono>
+#include <mutex>
+#include <set>
 #include <thread>
 
 namespace l4q {
@@ -23,6 +26,19 @@ int set_num_threads(int n) {
   const int want = n > 0 ? n : usable_cores();
   at::set_num_threads(want);
   return at::get_num_threads();
+}
+
+int parallel_for_threads() {
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  const int64_t n = 64 * static_cast<int64_t>(at::get_num_threads());
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    // Long enough that one thread cannot take every chunk before the others start.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::lock_guard<std::mutex> lock(m);
+    ids.insert(std::this_thread::get_id());
+  });
+  return static_cast<int>(ids.size());
 }
 
 void init_runtime(int threads) { set_num_threads(threads); }

@@ -7,6 +7,11 @@ namespace l4q {
 // own default here is 1). Returns the number now in effect.
 int set_num_threads(int n);
 
+// How many threads an at::parallel_for inside l4q actually runs on, for a range large enough
+// to split: at::get_num_threads() when l4q was compiled with OpenMP (ATen's OpenMP backend
+// inlines the parallel region into the caller), 1 when it was not. Tests assert it.
+int parallel_for_threads();
+
 // Calls set_num_threads(threads) and seeds nothing else; safe to call more than once.
 void init_runtime(int threads = 0);
 

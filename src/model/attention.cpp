@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -27,9 +28,14 @@ void head_mm(at::Tensor o, const at::Tensor& a, const at::Tensor& b, double beta
 // with each split over the threads: for attention-sized products (T x d by d x S) that
 // synchronisation costs more than the arithmetic. Working on per-head views also spares the
 // copies a 3-D bmm needs of the [B, T, H, d]-laid-out projections.
+// The worker threads get the caller's thread-local state (grad mode, dispatch-key
+// exclusions): at::parallel_for does not carry it, and inside an autograd Function's forward
+// ATen ops on a worker would otherwise run with grad mode on (out= ops then refuse).
 template <typename F>
 void for_heads(int64_t B, int64_t KV, int64_t g, const F& f) {
+  const at::ThreadLocalState state;
   at::parallel_for(0, B * KV, 1, [&](int64_t i0, int64_t i1) {
+    at::ThreadLocalStateGuard guard(state);
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = 0; j < g; ++j) f(i / KV, i % KV, j, (i % KV) * g + j);
   });
