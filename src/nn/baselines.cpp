@@ -70,7 +70,7 @@ LoraLinear::LoraLinear(at::Tensor weight, at::Tensor bias, const LoraSpec& lora,
 }
 
 at::Tensor LoraLinear::forward(const at::Tensor& x) const {
-  if (deployed_ && ptq_) return at::linear(x, effective_weight(), bias_);
+  if (deployed_weight_.defined()) return at::linear(x, deployed_weight_, bias_);
   const auto x2 = rows(x);
   return add_bias(unrows(plus_lora_branch(at::mm(x2, weight_.t()), x2, a_, b_, lora_, training_,
                                           /*y_in_place=*/true),
@@ -119,7 +119,7 @@ QatLoraLinear::QatLoraLinear(at::Tensor weight, at::Tensor bias, const LoraSpec&
 }
 
 at::Tensor QatLoraLinear::forward(const at::Tensor& x) const {
-  if (deployed_) return at::linear(x, effective_weight(), bias_);
+  if (deployed_weight_.defined()) return at::linear(x, deployed_weight_, bias_);
   const auto x2 = rows(x);
   // Learned scales: the blocked fake-quant linear (no out x in tensor kept for backward); its
   // output belongs to a custom autograd Function, so the branch is added out of place.

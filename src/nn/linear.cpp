@@ -1,10 +1,16 @@
 #include "l4q/nn/linear.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include "nn/row_matmul.h"
 
 namespace l4q {
+
+void Linear::set_deployed(bool deployed) {
+  at::NoGradGuard no_grad;
+  deployed_weight_ = deployed && rounds_at_export() ? effective_weight() : at::Tensor();
+}
 
 FloatLinear::FloatLinear(at::Tensor weight, at::Tensor bias)
     : weight_(weight.detach()), bias_(bias.defined() ? bias.detach() : bias) {}

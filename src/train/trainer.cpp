@@ -338,13 +338,15 @@ TrainSummary train(const TrainConfig& config, const TrainerOptions& options) {
   // ---- clean up --------------------------------------------------------------------------
   if (!saved_at_step) save();
   if (!summary.interrupted) summary.val_loss_after = evaluate("after");
+  // Read before the deployed evaluation: its exported weights are a scoring aid, not part of
+  // what training needs.
+  summary.peak_tensor_bytes = meter.peak_bytes();
+  summary.peak_rss_bytes = peak_rss_bytes();
   if (!summary.interrupted && val_loader && model.rounds_at_export()) {
     model.set_deployed(true);
     summary.val_loss_deployed = evaluate("deployed");
     model.set_deployed(false);
   }
-  summary.peak_tensor_bytes = meter.peak_bytes();
-  summary.peak_rss_bytes = peak_rss_bytes();
   json s = {{"output_dir", summary.output_dir},
             {"method", summary.method},
             {"bits", cfg.method.grid.bits},

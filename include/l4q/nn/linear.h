@@ -52,15 +52,16 @@ class Linear {
   virtual std::optional<double> clipped_fraction() const { return std::nullopt; }
   virtual std::string method() const = 0;
   // Methods whose exported model is not their training-time one: lora-rtn rounds the merged
-  // W0 + BA to the grid only at export, qat-lora re-quantizes it (PTQ). While deployed
-  // (set_deployed(true)), their forward multiplies by the exported weight instead, rebuilt
-  // on every call (no out x in buffer is kept), so evaluation scores what users deploy.
+  // W0 + BA to the grid only at export, qat-lora re-quantizes it (PTQ). While deployed, their
+  // forward multiplies by the exported weight instead, so evaluation and generation run what
+  // users deploy. set_deployed(true) builds that weight once (an out x in buffer, for frozen
+  // parameters: call it after training); set_deployed(false) frees it. No-op for the others.
   virtual bool rounds_at_export() const { return false; }
-  void set_deployed(bool deployed) { deployed_ = deployed; }
+  void set_deployed(bool deployed);
 
  protected:
   bool training_ = true;
-  bool deployed_ = false;
+  at::Tensor deployed_weight_;  // defined while deployed (rounds_at_export() layers only)
 };
 
 // A plain frozen linear layer: y = x W^T (+ b).
