@@ -25,13 +25,20 @@ struct Plan {
 };
 
 // Rows of W per transient block when the caller leaves row_chunk at 0: blocks of about 4M
-// elements (16 MiB in fp32) keep the chunked GEMMs within a few percent of unchunked ones
-// (4096 x 11008 layers, docs/benchmarks.md) while a layer's transients stay a small fraction
-// of its weight.
+// elements (16 MiB in fp32), but never fewer than kAutoChunkMinRows rows, rounded down to a
+// multiple of 64. Why the floor: each block's GEMMs have the block's rows as one dimension,
+// and OpenBLAS's SGEMM loses 10-25% below ~512 (e.g. the 11008 -> 4096 projection: 381 rows
+// gave 197 ms per forward GEMM and 186 ms for G, 512 rows 175 and 174, whole 157 and 160;
+// docs/benchmarks.md). The floor makes very wide layers' blocks larger than 16 MiB (512 x 11008
+// fp32: 22.5 MiB), still a small fraction of their weight.
 constexpr int64_t kAutoChunkElements = int64_t(1) << 22;
+constexpr int64_t kAutoChunkMinRows = 512;
 
 int64_t resolve_chunk(int64_t chunk, int64_t out, int64_t in) {
-  if (chunk <= 0) chunk = std::max<int64_t>(1, kAutoChunkElements / std::max<int64_t>(in, 1));
+  if (chunk <= 0) {
+    chunk = std::max<int64_t>(kAutoChunkMinRows, kAutoChunkElements / std::max<int64_t>(in, 1));
+    chunk = chunk / 64 * 64;
+  }
   return std::min(chunk, out);
 }
 
@@ -61,9 +68,10 @@ void for_row_blocks(const Plan& p, F&& f) {
 }
 
 // dst = Q(W_comb) for rows [r0, r0+n).
+// clipped (optional, int32 [out]): per row, the number of clipped elements.
 void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
                            const at::Tensor& s, const at::Tensor& b, const Plan& p, int64_t r0,
-                           int64_t n, at::Tensor& dst) {
+                           int64_t n, at::Tensor& dst, at::Tensor* clipped = nullptr) {
   const int64_t r = p.has_lora ? rank_of(A) : 0;
   AT_DISPATCH_FLOATING_TYPES(W0.scalar_type(), "l4q_quantize_block", [&] {
     const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
@@ -72,10 +80,12 @@ void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::
     const scalar_t* sp = s.data_ptr<scalar_t>() + r0 * p.groups;
     const scalar_t* bp = b.data_ptr<scalar_t>() + r0 * p.groups;
     scalar_t* d = dst.data_ptr<scalar_t>();
+    int32_t* cl = clipped ? clipped->data_ptr<int32_t>() + r0 : nullptr;
     at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
       cpu::merged_quantize_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
                                 static_cast<scalar_t>(p.lora_scale), r, sp + i0 * p.groups,
-                                bp + i0 * p.groups, i1 - i0, p.in, p.gs, p.bits, d + i0 * p.in);
+                                bp + i0 * p.groups, i1 - i0, p.in, p.gs, p.bits, d + i0 * p.in,
+                                cl ? cl + i0 : nullptr);
     });
   });
 }
@@ -92,7 +102,11 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const Plan p{static_cast<int>(bits), W0.size(0), W0.size(1), gs, W0.size(1) / gs,
                  resolve_chunk(chunk, W0.size(0), W0.size(1)), lora_scale, grad_scale,
                  A.numel() > 0};
-    ctx->save_for_backward({x2, W0, A, B, s, b, bias});
+    // Per row, how many weights are clipped (int32 [out], LoRA only): the backward sums the LoRA
+    // gradients of mostly clipped rows directly (cpu::merged_quantize_backward_rows).
+    at::Tensor clipped = p.has_lora && !x2.is_cuda()
+                             ? at::empty({p.out}, x2.options().dtype(at::kInt))
+                             : at::empty({0}, x2.options().dtype(at::kInt));
     ctx->saved_data["bits"] = bits;
     ctx->saved_data["gs"] = gs;
     ctx->saved_data["lora_scale"] = lora_scale;
@@ -102,6 +116,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     if (x2.is_cuda()) {
       auto Yc = cuda::l4q_linear_forward(x2, W0, A, B, s, b, p.bits, gs, lora_scale);
       if (bias.numel() > 0) Yc.add_(bias);
+      ctx->save_for_backward({x2, W0, A, B, s, b, bias, clipped});
       return Yc;
     }
 #endif
@@ -111,11 +126,12 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     auto buf = at::empty({p.chunk, p.in}, x2.options());
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       auto Wc = buf.narrow(0, 0, n);
-      merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc);
+      merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc, p.has_lora ? &clipped : nullptr);
       auto Yc = Y.narrow(1, r0, n);
       at::mm_out(Yc, x2, Wc.t());
     });
     if (bias.numel() > 0) Y.add_(bias);
+    ctx->save_for_backward({x2, W0, A, B, s, b, bias, clipped});
     return Y;
   }
 
@@ -123,9 +139,9 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
                                                  torch::autograd::variable_list grads) {
     const auto sv = ctx->get_saved_variables();
     const auto &x2 = sv[0], &W0 = sv[1], &A = sv[2], &B = sv[3], &s = sv[4], &b = sv[5],
-               &bias = sv[6];
+               &bias = sv[6], &clipped = sv[7];
     const int64_t gs = ctx->saved_data["gs"].toInt();
-    const Plan p{static_cast<int>(ctx->saved_data["bits"].toInt()),
+    Plan p{static_cast<int>(ctx->saved_data["bits"].toInt()),
                  W0.size(0),
                  W0.size(1),
                  gs,
@@ -141,6 +157,10 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const bool need_a = p.has_lora && ctx->needs_input_grad(2);
     const bool need_b = p.has_lora && ctx->needs_input_grad(3);
     const bool need_lora = need_a || need_b;
+    // With W0 frozen the backward needs one block buffer (W_q is written over G), so its blocks
+    // can be twice the forward's for the same transient memory: fewer blocks means fewer
+    // re-reads of X by the G GEMMs and fewer read-modify-writes of dX (docs/benchmarks.md).
+    if (!need_w) p.chunk = std::min(p.out, 2 * p.chunk);
 #if L4Q_WITH_CUDA_KERNELS
     if (x2.is_cuda()) {
       auto g = cuda::l4q_linear_backward(dY, x2, W0, A, B, s, b, p.bits, p.gs, p.lora_scale,
@@ -156,52 +176,100 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
 #endif
     const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
 
-    at::Tensor dX = need_x ? at::zeros_like(x2) : at::Tensor();
+    at::Tensor dX = need_x ? at::empty_like(x2) : at::Tensor();
     at::Tensor dW = need_w ? at::empty_like(W0) : at::Tensor();
-    at::Tensor dA = need_lora ? at::zeros_like(A) : at::Tensor();
-    at::Tensor dB = need_lora ? at::empty_like(B) : at::Tensor();
     auto ds = at::empty({p.out, p.groups}, x2.options());
     auto db = at::empty({p.out, p.groups}, x2.options());
-    auto wbuf = at::empty({p.chunk, p.in}, x2.options());
+    // One block buffer: G, then W_q written over it by the fused pass (each element of G is
+    // read before its W_q is stored). Training W0 keeps M * G as dW, so W_q needs its own.
     auto gbuf = need_w ? at::Tensor() : at::empty({p.chunk, p.in}, x2.options());
+    auto wbuf = need_w ? at::empty({p.chunk, p.in}, x2.options()) : gbuf;
 
+    // LoRA gradients as unmasked rank-r products minus corrections from the clipped elements
+    // (cpu::merged_quantize_backward_rows): dB = scale (dY^T (X A^T) - dB_clip),
+    // dA = scale ((dY B)^T X - dA_clip). Each block's rows are split into the same `tasks`
+    // contiguous ranges and task t adds its rows' share into dA_clip[t]; the parts are summed in
+    // task order, so dA's bits depend on the thread count but not on scheduling.
     const int64_t r = p.has_lora ? rank_of(A) : 0;
+    const int64_t grain = detail::row_grain(p.in);
+    const int64_t tasks =
+        std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (p.chunk + grain - 1) / grain));
+    // Rows with more than a quarter of their weights clipped get their LoRA gradients summed
+    // directly; elsewhere the subtraction at most scales rounding by 4/3.
+    const at::Tensor direct = need_lora ? (clipped * 4 > p.in).to(at::kByte) : at::Tensor();
+    const bool any_direct = need_lora && direct.any().item<bool>();
+    at::Tensor dB_clip = need_b ? at::empty_like(B) : at::Tensor();
+    at::Tensor dA_clip = need_a ? at::zeros({tasks, r, p.in}, x2.options()) : at::Tensor();
+    // The unmasked products, block by block while dY's columns are in cache:
+    // dB[rows] = dY[:, rows]^T (X A^T) and dY B = sum over blocks of dY[:, rows] B[rows].
+    at::Tensor dB = need_b ? at::empty_like(B) : at::Tensor();
+    const at::Tensor XA = need_b ? at::mm(x2, A.t()) : at::Tensor();
+    at::Tensor dYB = need_a ? at::empty({x2.size(0), r}, x2.options()) : at::Tensor();
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
-      auto Wc = wbuf.narrow(0, 0, n);
       // G = dY[:, rows]^T X: the gradient w.r.t. this block of W_q, over every token.
       auto G = need_w ? dW.narrow(0, r0, n) : gbuf.narrow(0, 0, n);
+      auto Wc = wbuf.narrow(0, 0, n);  // G itself unless W0 is trained
       const auto dYc = dY.narrow(1, r0, n);
       at::mm_out(G, dYc.t(), x2);
-      // One pass: Wc <- W_q, G <- M * G (= dL/dW_comb), ds, db, and dB's rows.
+      // One pass: Wc <- W_q, ds, db, the clip corrections, and G <- M * G when it is dW.
       AT_DISPATCH_FLOATING_TYPES(dt, "l4q_linear_backward_block", [&] {
         const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
         const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
         const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
-        scalar_t* dbl = need_lora ? dB.data_ptr<scalar_t>() + r0 * r : nullptr;
+        scalar_t* dbc = need_b ? dB_clip.data_ptr<scalar_t>() + r0 * r : nullptr;
+        scalar_t* dac = need_a ? dA_clip.data_ptr<scalar_t>() : nullptr;
+        const uint8_t* dir = any_direct ? direct.data_ptr<uint8_t>() + r0 : nullptr;
         scalar_t* w = Wc.data_ptr<scalar_t>();
         scalar_t* gp = G.data_ptr<scalar_t>();
         const int64_t off = r0 * p.groups;
-        at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
-          const int64_t o = off + i0 * p.groups;
-          cpu::merged_quantize_backward_rows(
-              w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
-              static_cast<scalar_t>(p.lora_scale), r, st.data_ptr<scalar_t>() + o,
-              bt.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits, w + i0 * p.in,
-              gp + i0 * p.in, ds.data_ptr<scalar_t>() + o, db.data_ptr<scalar_t>() + o,
-              dbl ? dbl + i0 * r : nullptr);
+        at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+          for (int64_t t = t0; t < t1; ++t) {
+            const int64_t i0 = n * t / tasks, i1 = n * (t + 1) / tasks;
+            if (i0 == i1) continue;
+            const int64_t o = off + i0 * p.groups;
+            cpu::merged_quantize_backward_rows(
+                w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+                static_cast<scalar_t>(p.lora_scale), r, st.data_ptr<scalar_t>() + o,
+                bt.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits, w + i0 * p.in,
+                gp + i0 * p.in, /*mask_G=*/need_w, ds.data_ptr<scalar_t>() + o,
+                db.data_ptr<scalar_t>() + o, dbc ? dbc + i0 * r : nullptr,
+                dac ? dac + t * r * p.in : nullptr, dir ? dir + i0 : nullptr);
+          }
         });
       });
-      if (need_x) dX.addmm_(dYc, Wc);
-      if (need_lora) dA.addmm_(B.narrow(0, r0, n).t(), G, 1.0, p.lora_scale);
+      // Direct rows: no unmasked product (their sums are whole in dB_clip and dA_clip).
+      const at::Tensor dir_rows =
+          any_direct ? direct.narrow(0, r0, n).to(at::kBool).unsqueeze(1) : at::Tensor();
+      if (need_b) {
+        auto dBc = dB.narrow(0, r0, n);
+        at::mm_out(dBc, dYc.t(), XA);
+        if (any_direct) dBc.masked_fill_(dir_rows, 0);
+      }
+      if (need_a) {
+        const auto Bo = any_direct ? B.narrow(0, r0, n).masked_fill(dir_rows, 0) : B.narrow(0, r0, n);
+        if (r0 == 0) at::mm_out(dYB, dYc, Bo);
+        else dYB.addmm_(dYc, Bo);
+      }
+      if (need_x) {
+        if (r0 == 0) at::mm_out(dX, dYc, Wc);
+        else dX.addmm_(dYc, Wc);
+      }
     });
+    if (need_b) dB.sub_(dB_clip).mul_(p.lora_scale);
+    at::Tensor dA;
+    if (need_a) {  // (dY B)^T X: [r, N] x [N, in]
+      dA = at::mm(dYB.t(), x2);
+      for (int64_t t = 0; t < tasks; ++t) dA.sub_(dA_clip[t]);
+      dA.mul_(p.lora_scale);
+    }
     ds.mul_(p.grad_scale);
     db.mul_(p.grad_scale);
     at::Tensor dbias;
     if (bias.numel() > 0 && ctx->needs_input_grad(6)) dbias = dY.sum(0);
     return {dX,
             dW,
-            need_a ? dA : at::Tensor(),
-            need_b ? dB : at::Tensor(),
+            dA,
+            dB,
             ctx->needs_input_grad(4) ? ds.to(s.scalar_type()) : at::Tensor(),
             ctx->needs_input_grad(5) ? db.to(b.scalar_type()) : at::Tensor(),
             dbias,

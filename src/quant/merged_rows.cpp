@@ -1,6 +1,11 @@
 #include "quant/merged_rows.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <optional>
+#include <stdexcept>
 #include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -65,13 +70,14 @@ L4Q_INLINE void merged_rows_impl(const T* W0, const T* A, const T* B, T scale, i
 template <typename T>
 L4Q_INLINE void merged_quantize_rows_impl(const T* W0, const T* A, const T* B, T scale, int64_t r,
                                           const T* s, const T* b, int64_t rows, int64_t in,
-                                          int64_t gs, int bits, T* dst) {
+                                          int64_t gs, int bits, T* dst, int32_t* clipped) {
   const T qn = T(qmath::grid_min(bits)), qp = T(qmath::grid_max(bits));
   const int64_t groups = in / gs;
   for (int64_t i = 0; i < rows; ++i) {
     const T* w0 = W0 + i * in;
     const T* Bi = B + i * r;
     T* d = dst + i * in;
+    int32_t n_clipped = 0;
     for (int64_t g = 0; g < groups; ++g) {
       const T sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
       const int64_t j1 = (g + 1) * gs;
@@ -79,14 +85,41 @@ L4Q_INLINE void merged_quantize_rows_impl(const T* W0, const T* A, const T* B, T
       for (; j + kV <= j1; j += kV) {
         T w[kV];
         merged_block(w0, A, Bi, scale, r, in, j, w);
-        for (int l = 0; l < kV; ++l)
-          d[j + l] = qmath::dequantize(qmath::quantize(w[l], sg, bg, qn, qp).w_int, sg, bg);
+        for (int l = 0; l < kV; ++l) {
+          const auto e = qmath::quantize(w[l], sg, bg, qn, qp);
+          n_clipped += !e.in;
+          d[j + l] = qmath::dequantize(e.w_int, sg, bg);
+        }
       }
       for (; j < j1; ++j) {
-        const T w = merged_elem(w0, A, Bi, scale, r, in, j);
-        d[j] = qmath::dequantize(qmath::quantize(w, sg, bg, qn, qp).w_int, sg, bg);
+        const auto e = qmath::quantize(merged_elem(w0, A, Bi, scale, r, in, j), sg, bg, qn, qp);
+        n_clipped += !e.in;
+        d[j] = qmath::dequantize(e.w_int, sg, bg);
       }
     }
+    if (clipped) clipped[i] = n_clipped;
+  }
+}
+
+// One selected element j of a row tail (G value gj): lane 0 of dB's partial sums, and dA_clip
+// (B negated for a direct row).
+template <typename T>
+L4Q_INLINE void clip_correct_elem(const T* A, const T* Bi, bool neg, int64_t r, int64_t in,
+                                  int64_t j, T gj, T* part, T* dA_clip) {
+  if (part)
+    for (int64_t k = 0; k < r; ++k) part[k * kV] = std::fma(gj, A[k * in + j], part[k * kV]);
+  if (dA_clip)
+    for (int64_t k = 0; k < r; ++k)
+      dA_clip[k * in + j] = std::fma(neg ? -Bi[k] : Bi[k], gj, dA_clip[k * in + j]);
+}
+
+// out[k] = sum of part[k][0..kV) in lane order, negated for a direct row.
+template <typename T>
+L4Q_INLINE void lane_sums(const T* part, int64_t r, bool neg, T* out) {
+  for (int64_t k = 0; k < r; ++k) {
+    T t = 0;
+    for (int l = 0; l < kV; ++l) t += part[k * kV + l];
+    out[k] = neg ? -t : t;
   }
 }
 
@@ -94,17 +127,22 @@ template <typename T>
 L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, const T* B, T scale,
                                                    int64_t r, const T* s, const T* b,
                                                    int64_t rows, int64_t in, int64_t gs, int bits,
-                                                   T* dst, T* G, T* ds, T* db, T* dB) {
+                                                   T* dst, T* G, bool mask_G, T* ds, T* db,
+                                                   T* dB_clip, T* dA_clip,
+                                                   const uint8_t* direct) {
   const T qn = T(qmath::grid_min(bits)), qp = T(qmath::grid_max(bits));
   const int64_t groups = in / gs;
-  const bool want_dB = dB != nullptr && r > 0;
-  // Partial sums of dB[i, k] in kV lanes, so the j loop vectorises without reassociation.
+  const bool want_dB = dB_clip != nullptr && r > 0;
+  const bool want_dA = dA_clip != nullptr && r > 0;
+  // Partial sums of dB_clip[i, k] in kV lanes (element j of a tile goes to lane j % kV).
   std::vector<T> part(want_dB ? static_cast<size_t>(r * kV) : 0);
   for (int64_t i = 0; i < rows; ++i) {
     const T* w0 = W0 + i * in;
     const T* Bi = B + i * r;
     T* d = dst + i * in;
     T* gr = G + i * in;
+    // A direct row sums M * G itself; the others sum the clipped elements (1 - M) * G.
+    const bool dir = direct != nullptr && direct[i] != 0;
     for (auto& v : part) v = 0;
     for (int64_t g = 0; g < groups; ++g) {
       const T sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
@@ -112,22 +150,31 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
       T acc_s[kV] = {}, acc_b[kV] = {};
       int64_t j = g * gs;
       for (; j + kV <= j1; j += kV) {
-        T w[kV], gm[kV];
+        T w[kV], gc[kV];
+        bool selected = false;
         merged_block(w0, A, Bi, scale, r, in, j, w);
         for (int l = 0; l < kV; ++l) {
           const auto e = qmath::quantize(w[l], sg, bg, qn, qp);
           const T gj = gr[j + l];
           acc_s[l] += gj * qmath::step_grad(e);
           acc_b[l] += gj * qmath::offset_grad(e);
-          gm[l] = e.in ? gj : T(0);
-          gr[j + l] = gm[l];
+          gc[l] = e.in == dir ? gj : T(0);
+          selected |= e.in == dir;
+          if (mask_G) gr[j + l] = e.in ? gj : T(0);
           d[j + l] = qmath::dequantize(e.w_int, sg, bg);
         }
+        if (!selected) continue;  // the common case: the tile adds nothing to the corrections
         if (want_dB)
           for (int64_t k = 0; k < r; ++k) {
             const T* a = A + k * in + j;
             T* p = part.data() + k * kV;
-            for (int l = 0; l < kV; ++l) p[l] = std::fma(gm[l], a[l], p[l]);
+            for (int l = 0; l < kV; ++l) p[l] = std::fma(gc[l], a[l], p[l]);
+          }
+        if (want_dA)
+          for (int64_t k = 0; k < r; ++k) {
+            T* ak = dA_clip + k * in + j;
+            const T bk = dir ? -Bi[k] : Bi[k];
+            for (int l = 0; l < kV; ++l) ak[l] = std::fma(bk, gc[l], ak[l]);
           }
       }
       for (; j < j1; ++j) {
@@ -136,11 +183,11 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
         const T gj = gr[j];
         acc_s[0] += gj * qmath::step_grad(e);
         acc_b[0] += gj * qmath::offset_grad(e);
-        const T gm = e.in ? gj : T(0);
-        gr[j] = gm;
+        if (mask_G) gr[j] = e.in ? gj : T(0);
         d[j] = qmath::dequantize(e.w_int, sg, bg);
-        if (want_dB)
-          for (int64_t k = 0; k < r; ++k) part[k * kV] = std::fma(gm, A[k * in + j], part[k * kV]);
+        if (e.in != dir) continue;
+        clip_correct_elem(A, Bi, dir, r, in, j, gj, want_dB ? part.data() : nullptr,
+                          want_dA ? dA_clip : nullptr);
       }
       T ts = 0, tb = 0;
       for (int l = 0; l < kV; ++l) {
@@ -150,15 +197,9 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
       ds[i * groups + g] = ts;
       db[i * groups + g] = tb;
     }
-    if (want_dB)
-      for (int64_t k = 0; k < r; ++k) {
-        T t = 0;
-        for (int l = 0; l < kV; ++l) t += part[k * kV + l];
-        dB[i * r + k] = scale * t;
-      }
+    if (want_dB) lane_sums(part.data(), r, dir, dB_clip + i * r);
   }
 }
-
 
 bool cpu_has_avx2_fma() {
 #if L4Q_HAVE_AVX2_VARIANT
@@ -172,21 +213,45 @@ bool cpu_has_avx2_fma() {
 // ---------------------------------------------------------------------------------------
 // AVX2 + FMA variants for fp32, written with intrinsics (GCC does not vectorise the loops
 // above: the rank sum is a chain of dependent FMAs per element and the quantizer has
-// branches). They perform exactly the scalar code's operations per element, in the same order
+// branches). They perform exactly the generic code's operations per element, in the same order
 // (the rank sum with FMA, then a multiply and an add; IEEE division; the same lane of the same
-// partial sum for every element), so both variants give the same bits.
+// partial sum for every element), so both variants give the same bits (MergedRows.* tests).
 //
-// Throughput: the rank sum is latency-bound per element (r dependent FMAs), so tiles of up
-// to kNV vectors (64 elements) keep kNV independent chains in flight.
+// Throughput: the rank sum is latency-bound per element (r dependent FMAs), so tiles of kNV
+// vectors (64 elements) keep 8 independent chains in flight. Each element reads r values of A
+// (64 bytes per element at r = 16): walked row by row, A (r x in, 256 KiB for in = 4096)
+// streams from L2 for every row. So the forward loop walks rows in blocks of kRowBlock and,
+// within a block, column spans of kSpan elements of one quantization group, every row of the
+// block in turn: A's span (r x kSpan, 16 KiB) stays in L1 for kRowBlock rows (for_spans). The
+// backward loop stays row by row: it also streams G, and measured slower when blocked. (An
+// AVX-512 build of these loops measured no faster: at two threads they are bound by memory.)
 // ---------------------------------------------------------------------------------------
 #if L4Q_HAVE_AVX2_VARIANT
 constexpr int kNV = 8;
+constexpr int64_t kRowBlock = 8;
+constexpr int64_t kSpan = 256;  // a multiple of 8 * kNV: only a group's last span has tails
+static_assert(kSpan % (8 * kNV) == 0, "spans hold whole tiles");
 
-// acc[v] = W_comb for elements [j + 8v, j + 8v + 8), v < nv.
+// Calls f(i, i0, g, c0, c1) for row i's elements [c0, c1) of group g, in row blocks
+// [i0, i0 + kRowBlock), each block's rows taking turns span by span. A span never crosses a
+// group; c0 == g * gs starts the group for that row, c1 == (g + 1) * gs ends it.
+template <typename F>
+L4Q_INLINE void for_spans(int64_t rows, int64_t in, int64_t gs, F&& f) {
+  const int64_t groups = in / gs;
+  for (int64_t i0 = 0; i0 < rows; i0 += kRowBlock) {
+    const int64_t i1 = std::min(rows, i0 + kRowBlock);
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t c0 = g * gs; c0 < (g + 1) * gs; c0 += kSpan) {
+        const int64_t c1 = std::min((g + 1) * gs, c0 + kSpan);
+        for (int64_t i = i0; i < i1; ++i) f(i, i0, g, c0, c1);
+      }
+  }
+}
+
+// acc[v] = W_comb for elements [j + 8v, j + 8v + 8), v < NV.
 template <int NV>
 L4Q_AVX2 L4Q_INLINE void merged_tile_avx2(const float* w0, const float* A, const float* Bi,
-                                          float scale, int64_t r, int64_t in, int64_t j,
-                                          __m256* acc) {
+                                     float scale, int64_t r, int64_t in, int64_t j, __m256* acc) {
   for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
   for (int64_t k = 0; k < r; ++k) {
     const __m256 bk = _mm256_set1_ps(Bi[k]);
@@ -219,14 +284,20 @@ L4Q_AVX2 L4Q_INLINE __m256 dequantize8(__m256 w_int, __m256 s, __m256 b) {
   return _mm256_add_ps(_mm256_mul_ps(w_int, s), b);
 }
 
+// Returns how many of the tile's elements are clipped.
 template <int NV>
-L4Q_AVX2 L4Q_INLINE void quantize_tile_avx2(const float* w0, const float* A, const float* Bi,
-                                            float scale, int64_t r, int64_t in, int64_t j,
-                                            __m256 s, __m256 b, __m256 qn, __m256 qp, float* d) {
+L4Q_AVX2 L4Q_INLINE int quantize_tile_avx2(const float* w0, const float* A, const float* Bi,
+                                      float scale, int64_t r, int64_t in, int64_t j, __m256 s,
+                                      __m256 b, __m256 qn, __m256 qp, float* d) {
   __m256 w[NV];
   merged_tile_avx2<NV>(w0, A, Bi, scale, r, in, j, w);
-  for (int v = 0; v < NV; ++v)
-    _mm256_storeu_ps(d + j + 8 * v, dequantize8(quantize8(w[v], s, b, qn, qp).w_int, s, b));
+  int n_in = 0;
+  for (int v = 0; v < NV; ++v) {
+    const Quant8 e = quantize8(w[v], s, b, qn, qp);
+    n_in += __builtin_popcount(static_cast<unsigned>(_mm256_movemask_ps(e.in)));
+    _mm256_storeu_ps(d + j + 8 * v, dequantize8(e.w_int, s, b));
+  }
+  return 8 * NV - n_in;
 }
 
 L4Q_AVX2 void merged_rows_avx2(const float* W0, const float* A, const float* B, float scale,
@@ -252,39 +323,66 @@ L4Q_AVX2 void merged_rows_avx2(const float* W0, const float* A, const float* B, 
 L4Q_AVX2 void merged_quantize_rows_avx2(const float* W0, const float* A, const float* B,
                                         float scale, int64_t r, const float* s, const float* b,
                                         int64_t rows, int64_t in, int64_t gs, int bits,
-                                        float* dst) {
+                                        float* dst, int32_t* clipped) {
   const float qnf = float(qmath::grid_min(bits)), qpf = float(qmath::grid_max(bits));
   const __m256 qn = _mm256_set1_ps(qnf), qp = _mm256_set1_ps(qpf);
   const int64_t groups = in / gs;
-  for (int64_t i = 0; i < rows; ++i) {
+  if (clipped)
+    for (int64_t i = 0; i < rows; ++i) clipped[i] = 0;
+  for_spans(rows, in, gs, [&](int64_t i, int64_t, int64_t g, int64_t c0, int64_t c1) L4Q_AVX2 {
     const float* w0 = W0 + i * in;
     const float* Bi = B + i * r;
     float* d = dst + i * in;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
-      const __m256 sv = _mm256_set1_ps(sg), bv = _mm256_set1_ps(bg);
-      const int64_t j1 = (g + 1) * gs;
-      int64_t j = g * gs;
-      for (; j + 8 * kNV <= j1; j += 8 * kNV)
-        quantize_tile_avx2<kNV>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d);
-      for (; j + 8 <= j1; j += 8) quantize_tile_avx2<1>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d);
-      for (; j < j1; ++j) {
-        const float w = merged_elem(w0, A, Bi, scale, r, in, j);
-        d[j] = qmath::dequantize(qmath::quantize(w, sg, bg, qnf, qpf).w_int, sg, bg);
-      }
+    const float sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
+    const __m256 sv = _mm256_set1_ps(sg), bv = _mm256_set1_ps(bg);
+    int64_t j = c0;
+    int n_clipped = 0;
+    for (; j + 8 * kNV <= c1; j += 8 * kNV)
+      n_clipped += quantize_tile_avx2<kNV>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d);
+    for (; j + 8 <= c1; j += 8)
+      n_clipped += quantize_tile_avx2<1>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d);
+    for (; j < c1; ++j) {
+      const auto e = qmath::quantize(merged_elem(w0, A, Bi, scale, r, in, j), sg, bg, qnf, qpf);
+      n_clipped += !e.in;
+      d[j] = qmath::dequantize(e.w_int, sg, bg);
     }
-  }
+    if (clipped) clipped[i] += n_clipped;
+  });
 }
 
-// One tile of the backward pass; acc_s, acc_b: the group's lane sums; part: dB lane sums [r][8].
+// The corrections of one vector gc of selected G values (zero in the other lanes), elements
+// [j, j + 8): the same fmas per lane as the generic loop's tile (B negated for a direct row).
+L4Q_AVX2 L4Q_INLINE void clip_correct_vec_avx2(const float* A, const float* Bi, bool neg, int64_t r,
+                                          int64_t in, int64_t j, __m256 gc, float* part,
+                                          float* dA_clip) {
+  if (part)
+    for (int64_t k = 0; k < r; ++k) {
+      const __m256 p = _mm256_loadu_ps(part + 8 * k);
+      _mm256_storeu_ps(part + 8 * k, _mm256_fmadd_ps(gc, _mm256_loadu_ps(A + k * in + j), p));
+    }
+  if (dA_clip)
+    for (int64_t k = 0; k < r; ++k) {
+      float* ak = dA_clip + k * in + j;
+      const __m256 bk = _mm256_set1_ps(neg ? -Bi[k] : Bi[k]);
+      _mm256_storeu_ps(ak, _mm256_fmadd_ps(bk, gc, _mm256_loadu_ps(ak)));
+    }
+}
+
+// One tile of the backward pass; acc_s, acc_b: the group's lane sums; part: dB_clip's lane
+// sums [r][8]; dA_clip: [r][in]. The corrections run only for vectors with a selected lane:
+// clipped ones, or in a direct row (dir) unclipped ones.
 template <int NV>
 L4Q_AVX2 L4Q_INLINE void backward_tile_avx2(const float* w0, const float* A, const float* Bi,
                                             float scale, int64_t r, int64_t in, int64_t j,
                                             __m256 s, __m256 b, __m256 qn, __m256 qp, float* d,
-                                            float* gr, __m256& acc_s, __m256& acc_b, float* part) {
-  __m256 w[NV], gm[NV];
+                                            float* gr, bool mask_G, bool dir, __m256& acc_s,
+                                            __m256& acc_b, float* part, float* dA_clip) {
+  __m256 w[NV];
   merged_tile_avx2<NV>(w0, A, Bi, scale, r, in, j, w);
   const __m256 one = _mm256_set1_ps(1.0f);
+  unsigned selected = 0;  // bit v: vector v has a selected lane
+  alignas(32) float gcs[NV][8];  // their selected G values (d may overwrite G: dst == G)
+  const int all_in = dir ? 0x00 : 0xFF;  // the movemask of a vector with nothing selected
   for (int v = 0; v < NV; ++v) {
     const Quant8 e = quantize8(w[v], s, b, qn, qp);
     const __m256 gj = _mm256_loadu_ps(gr + j + 8 * v);
@@ -293,28 +391,32 @@ L4Q_AVX2 L4Q_INLINE void backward_tile_avx2(const float* w0, const float* A, con
     const __m256 ograd = _mm256_andnot_ps(e.in, one);
     acc_s = _mm256_add_ps(acc_s, _mm256_mul_ps(gj, sgrad));
     acc_b = _mm256_add_ps(acc_b, _mm256_mul_ps(gj, ograd));
-    gm[v] = _mm256_and_ps(e.in, gj);
-    _mm256_storeu_ps(gr + j + 8 * v, gm[v]);
+    if (_mm256_movemask_ps(e.in) != all_in) {
+      selected |= 1u << v;
+      _mm256_store_ps(gcs[v], dir ? _mm256_and_ps(e.in, gj) : _mm256_andnot_ps(e.in, gj));
+    }
+    if (mask_G) _mm256_storeu_ps(gr + j + 8 * v, _mm256_and_ps(e.in, gj));
     _mm256_storeu_ps(d + j + 8 * v, dequantize8(e.w_int, s, b));
   }
-  if (part)
-    for (int64_t k = 0; k < r; ++k) {
-      const float* a = A + k * in + j;
-      __m256 p = _mm256_loadu_ps(part + 8 * k);
-      for (int v = 0; v < NV; ++v) p = _mm256_fmadd_ps(gm[v], _mm256_loadu_ps(a + 8 * v), p);
-      _mm256_storeu_ps(part + 8 * k, p);
-    }
+  if (!selected || (!part && !dA_clip)) return;
+  for (int v = 0; v < NV; ++v) {  // the rare path
+    if (!(selected >> v & 1u)) continue;
+    clip_correct_vec_avx2(A, Bi, dir, r, in, j + 8 * v, _mm256_load_ps(gcs[v]), part, dA_clip);
+  }
 }
 
 L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A, const float* B,
                                                  float scale, int64_t r, const float* s,
                                                  const float* b, int64_t rows, int64_t in,
                                                  int64_t gs, int bits, float* dst, float* G,
-                                                 float* ds, float* db, float* dB) {
+                                                 bool mask_G, float* ds, float* db,
+                                                 float* dB_clip, float* dA_clip,
+                                                 const uint8_t* direct) {
   const float qnf = float(qmath::grid_min(bits)), qpf = float(qmath::grid_max(bits));
   const __m256 qn = _mm256_set1_ps(qnf), qp = _mm256_set1_ps(qpf);
   const int64_t groups = in / gs;
-  const bool want_dB = dB != nullptr && r > 0;
+  const bool want_dB = dB_clip != nullptr && r > 0;
+  float* dAc = dA_clip != nullptr && r > 0 ? dA_clip : nullptr;
   std::vector<float> part_buf(want_dB ? static_cast<size_t>(r * kV) : 0);
   float* part = want_dB ? part_buf.data() : nullptr;
   for (int64_t i = 0; i < rows; ++i) {
@@ -322,6 +424,7 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
     const float* Bi = B + i * r;
     float* d = dst + i * in;
     float* gr = G + i * in;
+    const bool dir = direct != nullptr && direct[i] != 0;
     for (auto& v : part_buf) v = 0;
     for (int64_t g = 0; g < groups; ++g) {
       const float sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
@@ -330,11 +433,11 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
       __m256 acc_s = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();
       int64_t j = g * gs;
       for (; j + 8 * kNV <= j1; j += 8 * kNV)
-        backward_tile_avx2<kNV>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, acc_s, acc_b,
-                                part);
+        backward_tile_avx2<kNV>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, mask_G, dir, acc_s,
+                                acc_b, part, dAc);
       for (; j + 8 <= j1; j += 8)
-        backward_tile_avx2<1>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, acc_s, acc_b,
-                              part);
+        backward_tile_avx2<1>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, mask_G, dir, acc_s,
+                              acc_b, part, dAc);
       float ls[kV], lb[kV];
       _mm256_storeu_ps(ls, acc_s);
       _mm256_storeu_ps(lb, acc_b);
@@ -344,11 +447,9 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
         const float gj = gr[j];
         ls[0] += gj * qmath::step_grad(e);
         lb[0] += gj * qmath::offset_grad(e);
-        const float gm = e.in ? gj : 0.0f;
-        gr[j] = gm;
+        if (mask_G) gr[j] = e.in ? gj : 0.0f;
         d[j] = qmath::dequantize(e.w_int, sg, bg);
-        if (want_dB)
-          for (int64_t k = 0; k < r; ++k) part[k * kV] = std::fma(gm, A[k * in + j], part[k * kV]);
+        if (e.in == dir) clip_correct_elem(A, Bi, dir, r, in, j, gj, part, dAc);
       }
       float ts = 0, tb = 0;
       for (int l = 0; l < kV; ++l) {
@@ -358,14 +459,10 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
       ds[i * groups + g] = ts;
       db[i * groups + g] = tb;
     }
-    if (want_dB)
-      for (int64_t k = 0; k < r; ++k) {
-        float t = 0;
-        for (int l = 0; l < kV; ++l) t += part[k * kV + l];
-        dB[i * r + k] = scale * t;
-      }
+    if (want_dB) lane_sums(part, r, dir, dB_clip + i * r);
   }
 }
+
 
 // fp64 (tests): the generic code compiled for AVX2.
 L4Q_AVX2 void merged_rows_avx2(const double* W0, const double* A, const double* B, double scale,
@@ -375,16 +472,17 @@ L4Q_AVX2 void merged_rows_avx2(const double* W0, const double* A, const double* 
 L4Q_AVX2 void merged_quantize_rows_avx2(const double* W0, const double* A, const double* B,
                                         double scale, int64_t r, const double* s, const double* b,
                                         int64_t rows, int64_t in, int64_t gs, int bits,
-                                        double* dst) {
-  merged_quantize_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst);
+                                        double* dst, int32_t* clipped) {
+  merged_quantize_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
 L4Q_AVX2 void merged_quantize_backward_rows_avx2(const double* W0, const double* A,
                                                  const double* B, double scale, int64_t r,
                                                  const double* s, const double* b, int64_t rows,
                                                  int64_t in, int64_t gs, int bits, double* dst,
-                                                 double* G, double* ds, double* db, double* dB) {
-  merged_quantize_backward_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, ds,
-                                     db, dB);
+                                                 double* G, bool mask_G, double* ds, double* db,
+                                                 double* dB_clip, double* dA_clip, const uint8_t* direct) {
+  merged_quantize_backward_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, mask_G,
+                                     ds, db, dB_clip, dA_clip, direct);
 }
 #endif
 
@@ -397,43 +495,95 @@ void merged_rows_base(const T* W0, const T* A, const T* B, T scale, int64_t r, i
 template <typename T>
 void merged_quantize_rows_base(const T* W0, const T* A, const T* B, T scale, int64_t r,
                                const T* s, const T* b, int64_t rows, int64_t in, int64_t gs,
-                               int bits, T* dst) {
-  merged_quantize_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst);
+                               int bits, T* dst, int32_t* clipped) {
+  merged_quantize_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
 template <typename T>
 void merged_quantize_backward_rows_base(const T* W0, const T* A, const T* B, T scale, int64_t r,
                                         const T* s, const T* b, int64_t rows, int64_t in,
-                                        int64_t gs, int bits, T* dst, T* G, T* ds, T* db, T* dB) {
-  merged_quantize_backward_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, ds, db,
-                                     dB);
+                                        int64_t gs, int bits, T* dst, T* G, bool mask_G, T* ds,
+                                        T* db, T* dB_clip, T* dA_clip, const uint8_t* direct) {
+  merged_quantize_backward_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, mask_G,
+                                     ds, db, dB_clip, dA_clip, direct);
 }
 
 }  // namespace
 
+namespace {
+std::atomic<int> g_isa{-1};  // -1: the best the CPU has; else a RowsIsa pinned by set_rows_isa
+}
+
+bool rows_isa_available(RowsIsa isa) {
+  switch (isa) {
+    case RowsIsa::Base: return true;
+    case RowsIsa::Avx2: return cpu_has_avx2_fma();
+  }
+  return false;
+}
+
+// Automatic: AVX2 + FMA when the CPU has them, unless L4Q_CPU_ISA=base (to compare them).
+RowsIsa automatic_isa() {
+  static const RowsIsa isa = [] {
+    RowsIsa best = cpu_has_avx2_fma() ? RowsIsa::Avx2 : RowsIsa::Base;
+    const char* env = std::getenv("L4Q_CPU_ISA");
+    const std::string cap = env ? env : "";
+    if (cap == "base") best = RowsIsa::Base;
+    return best;
+  }();
+  return isa;
+}
+
+RowsIsa rows_isa() {
+  const int pinned = g_isa.load(std::memory_order_relaxed);
+  return pinned >= 0 ? static_cast<RowsIsa>(pinned) : automatic_isa();
+}
+
+void set_rows_isa(std::optional<RowsIsa> isa) {
+  if (isa && !rows_isa_available(*isa))
+    throw std::runtime_error("[set_rows_isa] this CPU or build lacks the requested instruction set");
+  g_isa.store(isa ? static_cast<int>(*isa) : -1, std::memory_order_relaxed);
+}
+
 #if L4Q_HAVE_AVX2_VARIANT
 #define L4Q_PICK(name, ...) \
-  (cpu_has_avx2_fma() ? name##_avx2(__VA_ARGS__) : name##_base(__VA_ARGS__))
+  return rows_isa() == RowsIsa::Avx2 ? name##_avx2(__VA_ARGS__) : name##_base(__VA_ARGS__)
 #else
-#define L4Q_PICK(name, ...) name##_base(__VA_ARGS__)
+#define L4Q_PICK(name, ...) return name##_base(__VA_ARGS__)
 #endif
 
-void merged_rows(const float* W0, const float* A, const float* B, float scale, int64_t r, int64_t rows, int64_t in, float* dst) {
+void merged_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,
+                 int64_t rows, int64_t in, float* dst) {
   L4Q_PICK(merged_rows, W0, A, B, scale, r, rows, in, dst);
 }
-void merged_quantize_rows(const float* W0, const float* A, const float* B, float scale, int64_t r, const float* s, const float* b, int64_t rows, int64_t in, int64_t gs, int bits, float* dst) {
-  L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst);
+void merged_quantize_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,
+                          const float* s, const float* b, int64_t rows, int64_t in, int64_t gs,
+                          int bits, float* dst, int32_t* clipped) {
+  L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
-void merged_quantize_backward_rows(const float* W0, const float* A, const float* B, float scale, int64_t r, const float* s, const float* b, int64_t rows, int64_t in, int64_t gs, int bits, float* dst, float* G, float* ds, float* db, float* dB) {
-  L4Q_PICK(merged_quantize_backward_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, ds, db, dB);
+void merged_quantize_backward_rows(const float* W0, const float* A, const float* B, float scale,
+                                   int64_t r, const float* s, const float* b, int64_t rows,
+                                   int64_t in, int64_t gs, int bits, float* dst, float* G,
+                                   bool mask_G, float* ds, float* db, float* dB_clip,
+                                   float* dA_clip, const uint8_t* direct) {
+  L4Q_PICK(merged_quantize_backward_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst,
+               G, mask_G, ds, db, dB_clip, dA_clip, direct);
 }
-void merged_rows(const double* W0, const double* A, const double* B, double scale, int64_t r, int64_t rows, int64_t in, double* dst) {
+void merged_rows(const double* W0, const double* A, const double* B, double scale, int64_t r,
+                 int64_t rows, int64_t in, double* dst) {
   L4Q_PICK(merged_rows, W0, A, B, scale, r, rows, in, dst);
 }
-void merged_quantize_rows(const double* W0, const double* A, const double* B, double scale, int64_t r, const double* s, const double* b, int64_t rows, int64_t in, int64_t gs, int bits, double* dst) {
-  L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst);
+void merged_quantize_rows(const double* W0, const double* A, const double* B, double scale,
+                          int64_t r, const double* s, const double* b, int64_t rows, int64_t in,
+                          int64_t gs, int bits, double* dst, int32_t* clipped) {
+  L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
-void merged_quantize_backward_rows(const double* W0, const double* A, const double* B, double scale, int64_t r, const double* s, const double* b, int64_t rows, int64_t in, int64_t gs, int bits, double* dst, double* G, double* ds, double* db, double* dB) {
-  L4Q_PICK(merged_quantize_backward_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, ds, db, dB);
+void merged_quantize_backward_rows(const double* W0, const double* A, const double* B,
+                                   double scale, int64_t r, const double* s, const double* b,
+                                   int64_t rows, int64_t in, int64_t gs, int bits, double* dst,
+                                   double* G, bool mask_G, double* ds, double* db,
+                                   double* dB_clip, double* dA_clip, const uint8_t* direct) {
+  L4Q_PICK(merged_quantize_backward_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst,
+               G, mask_G, ds, db, dB_clip, dA_clip, direct);
 }
 
 }  // namespace l4q::cpu

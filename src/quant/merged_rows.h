@@ -3,13 +3,12 @@
 //
 // Why not addmm + a separate pass: the rank-r update is a GEMM with K = r (16), which BLAS runs
 // memory-bound, and the forward and backward each need it once per step; with the quantizer
-// and (in backward) dB fused into the same loop, W0 is read once per pass and W_comb never
-// goes through memory. On the 4096 -> 11008 -> 4096 benchmark (docs/benchmarks.md) this took
-// L4Q's step from 1.8x to about 1.6x float LoRA's.
+// (and in backward the gradients of s, b and the LoRA clip corrections) fused into the same
+// loop, W0 is read once per pass and W_comb never goes through memory.
 //
 // Layout: W0, dst, G row-major [rows, in]; A [r, in]; B [rows, r] (the rows of this block);
-// s, b, ds, db [rows, in/gs]; dB [rows, r]. Each function handles rows [0, rows) and is called
-// from at::parallel_for over row ranges.
+// s, b, ds, db [rows, in/gs]; dB_clip [rows, r]; dA_clip [r, in]. Each function handles rows
+// [0, rows) and is called from at::parallel_for over row ranges.
 //
 // Bits: W_comb[i, j] = W0[i, j] + scale * acc, acc = fma(B[i, r-1], A[r-1, j], ... fma(B[i, 0],
 // A[0, j], 0)): the rank sum in a fixed order with fused multiply-adds, then a multiply and an
@@ -19,8 +18,18 @@
 // exact in both).
 #pragma once
 #include <cstdint>
+#include <optional>
 
 namespace l4q::cpu {
+
+// The instruction set of these loops: AVX2 + FMA when the CPU has them (and L4Q_CPU_ISA is not
+// "base"), else the generic code, unless pinned. Both give the same bits; tests pin each in
+// turn to check that. set_rows_isa(std::nullopt) returns to automatic; pinning an instruction
+// set the CPU lacks throws.
+enum class RowsIsa { Base = 0, Avx2 = 1 };
+RowsIsa rows_isa();
+bool rows_isa_available(RowsIsa isa);
+void set_rows_isa(std::optional<RowsIsa> isa);
 
 // dst = W_comb rows (no quantization). r = 0: dst = W0.
 void merged_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,
@@ -28,26 +37,46 @@ void merged_rows(const float* W0, const float* A, const float* B, float scale, i
 void merged_rows(const double* W0, const double* A, const double* B, double scale, int64_t r,
                  int64_t rows, int64_t in, double* dst);
 
-// dst = Q(W_comb rows): the forward pass's W_q.
+// dst = Q(W_comb rows): the forward pass's W_q. clipped (optional): per row, how many of its
+// elements the quantizer clipped (the backward's choice of direct rows).
 void merged_quantize_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,
                           const float* s, const float* b, int64_t rows, int64_t in, int64_t gs,
-                          int bits, float* dst);
+                          int bits, float* dst, int32_t* clipped = nullptr);
 void merged_quantize_rows(const double* W0, const double* A, const double* B, double scale,
                           int64_t r, const double* s, const double* b, int64_t rows, int64_t in,
-                          int64_t gs, int bits, double* dst);
+                          int64_t gs, int bits, double* dst, int32_t* clipped = nullptr);
 
-// Backward of one block, one pass over W0 and G:
-//   dst = Q(W_comb rows)                        (for dX = dY W_q)
-//   G  <- M * G in place                         (dL/dW_comb: feeds dA, or dW)
+// Backward of one block, one pass over W0 and G (M: the mask of unclipped elements):
+//   dst = Q(W_comb rows)                        (for dX = dY W_q; dst may be G itself when
+//                                                 !mask_G: each element of G is read first)
+//   G  <- M * G in place, if mask_G              (dW when W0 is trained)
 //   ds[i, g] = sum_group G * (M ? w_int - w : w_c),  db[i, g] = sum_group G * (1 - M)  (unscaled)
-//   dB[i, k] = scale * sum_j (M * G)[i, j] A[k, j]   (when dB != nullptr and r > 0)
+// and, for the LoRA gradients dB = scale (M * G) A^T and dA = scale B^T (M * G), terms that the
+// caller combines with unmasked rank-r products (src/nn/l4q_linear.cpp):
+//   row i not direct:  dB_clip[i, k]  =  sum_j (1 - M)[i, j] G[i, j] A[k, j]
+//                      dA_clip[k, j] +=  B[i, k] (1 - M)[i, j] G[i, j]
+//   row i direct:      dB_clip[i, k]  = -sum_j M[i, j] G[i, j] A[k, j]
+//                      dA_clip[k, j] += -B[i, k] M[i, j] G[i, j]
+// (when dB_clip / dA_clip are given and r > 0; direct: per row, nullptr = none). So
+// dB = scale (U - dB_clip), with U = dY^T (X A^T) for ordinary rows and 0 for direct ones, and
+// dA = scale ((dY B_o)^T X - dA_clip), with B_o = B with the direct rows zeroed.
+// Why: (M * G) A^T and B^T (M * G) cost 2r fmas per weight element every step, as much as
+// rebuilding W_comb twice over, while the unmasked products are rank-r GEMMs that never touch G
+// and the corrections cost work only where an element is clipped (a tile of 8 with none skips
+// them). A row the forward pass found mostly clipped is summed directly instead (direct), so
+// the subtraction never cancels more than a small part: with every weight clipped, dA and dB
+// are exactly 0.
+// dA_clip's rows are summed in ascending row order, one fma each: a caller that gives every
+// thread its own dA_clip and adds them in a fixed order gets the same bits on every run.
 void merged_quantize_backward_rows(const float* W0, const float* A, const float* B, float scale,
                                    int64_t r, const float* s, const float* b, int64_t rows,
                                    int64_t in, int64_t gs, int bits, float* dst, float* G,
-                                   float* ds, float* db, float* dB);
+                                   bool mask_G, float* ds, float* db, float* dB_clip,
+                                   float* dA_clip, const uint8_t* direct);
 void merged_quantize_backward_rows(const double* W0, const double* A, const double* B,
                                    double scale, int64_t r, const double* s, const double* b,
                                    int64_t rows, int64_t in, int64_t gs, int bits, double* dst,
-                                   double* G, double* ds, double* db, double* dB);
+                                   double* G, bool mask_G, double* ds, double* db,
+                                   double* dB_clip, double* dA_clip, const uint8_t* direct);
 
 }  // namespace l4q::cpu

@@ -12,6 +12,7 @@
 
 #include "l4q/memory.h"
 #include "l4q/nn/l4q_linear.h"
+#include "quant/merged_rows.h"
 #include "test_support.h"
 
 namespace l4q {
@@ -456,6 +457,95 @@ TEST(L4QLinear, RejectsBadConfiguration) {
   test::expect_error([&] {
     l4q_linear(at::randn({3, 32}, at::kDouble), W, {}, {}, so.s, so.b, {}, opt);
   }, {"'x'", "dtype"});
+}
+
+// The LoRA gradients are computed as unmasked rank-r products minus corrections from the clipped
+// weights, except in rows the forward found more than a quarter clipped, which are summed
+// directly (cpu::merged_quantize_backward_rows). Rows here span both regimes: no clipping, a
+// few clipped, about half, all.
+struct MixedRows {
+  Case c{40, 64, 16, 4, 3, {6, 3}, true, 7, 1.0};
+  Inputs in;
+  // The same values (drawn in fp64) in either dtype.
+  explicit MixedRows(at::ScalarType dt) : in(make_inputs(c, at::kDouble, 21)) {
+    // Per-row step factors: 1 keeps every weight in range (L4Q init), < 1 clips more and more.
+    const double f[] = {1.0, 0.93, 0.8, 0.45, 0.2, 1e-3};
+    auto rowf = at::empty({c.out, 1}, at::kDouble);
+    for (int64_t i = 0; i < c.out; ++i) rowf[i][0] = f[i % 6];
+    in.s = (in.s * rowf).contiguous();
+    in.b = in.b * 0.1;
+    for (auto* t : {&in.x, &in.W0, &in.A, &in.B, &in.s, &in.b, &in.bias}) *t = t->to(dt);
+  }
+  // Fraction of clipped weights per row, for the merged weight at these inputs.
+  at::Tensor clipped_per_row(double scale) const {
+    const auto Wc = (in.W0 + scale * at::mm(in.B, in.A)).to(at::kDouble);
+    const auto w = (Wc - in.b.to(at::kDouble).repeat_interleave(c.gs, 1)) /
+                   in.s.to(at::kDouble).repeat_interleave(c.gs, 1);
+    const double qn = -std::ldexp(1.0, c.bits - 1), qp = std::ldexp(1.0, c.bits - 1) - 1;
+    return ((w < qn) | (w > qp)).to(at::kDouble).mean(1);
+  }
+  std::vector<at::Tensor> run(double scale, double g) const {
+    auto x = in.x.clone().set_requires_grad(true), A = in.A.clone().set_requires_grad(true);
+    auto B = in.B.clone().set_requires_grad(true), s = in.s.clone().set_requires_grad(true);
+    auto b = in.b.clone().set_requires_grad(true);
+    auto y = l4q_linear(x, in.W0, A, B, s, b, in.bias, {{c.bits, c.gs}, scale, g, c.chunk});
+    at::manual_seed(5);
+    (y * at::randn(y.sizes(), at::kDouble).to(y.scalar_type())).sum().backward();
+    return {y.detach(), x.grad(), A.grad(), B.grad(), s.grad(), b.grad()};
+  }
+};
+
+TEST(L4QLinear, LoraGradientsExactInEveryClippingRegimeFp64) {
+  const MixedRows m(at::kDouble);
+  const double scale = 0.5, g = 0.25;
+  const auto frac = m.clipped_per_row(scale);
+  // Both regimes present: rows with a few clipped weights (corrections) and rows over a
+  // quarter clipped (summed directly), plus fully clipped rows.
+  EXPECT_GT(((frac > 0) & (frac < 0.25)).sum().item<int64_t>(), 0);
+  EXPECT_GT((frac > 0.25).sum().item<int64_t>(), 0);
+  EXPECT_GT((frac == 1.0).sum().item<int64_t>(), 0);
+  const auto got = m.run(scale, g);
+  // Reference: the plain composite.
+  auto x = m.in.x.clone().set_requires_grad(true), A = m.in.A.clone().set_requires_grad(true);
+  auto B = m.in.B.clone().set_requires_grad(true), s = m.in.s.clone().set_requires_grad(true);
+  auto b = m.in.b.clone().set_requires_grad(true);
+  const auto Wq = ref_fake_quant(m.in.W0 + scale * at::mm(B, A), s, b, m.c.bits, m.c.gs, g);
+  auto yr = at::matmul(x, Wq.t()) + m.in.bias;
+  at::manual_seed(5);
+  (yr * at::randn(yr.sizes(), at::kDouble)).sum().backward();
+  const std::vector<at::Tensor> want = {yr.detach(), x.grad(), A.grad(), B.grad(), s.grad(),
+                                        b.grad()};
+  const char* names[] = {"y", "x", "A", "B", "s", "b"};
+  for (size_t k = 0; k < want.size(); ++k)
+    EXPECT_LT(rel_err(got[k], want[k]), 1e-12) << names[k];
+  // A fully clipped row gets exactly no B gradient (summed directly, nothing subtracted).
+  for (int64_t i = 0; i < m.c.out; ++i)
+    if (frac[i].item<double>() == 1.0) EXPECT_EQ(got[3][i].abs().max().item<double>(), 0.0) << i;
+}
+
+TEST(L4QLinear, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
+  // fp32 rounding of the subtraction scheme, against the same computation in fp64 on the same
+  // values. Only dA and dB: they depend on the clip mask, not on where W_comb rounds (y, dX,
+  // ds, db move by a step wherever fp32 and fp64 round an element differently).
+  const MixedRows m32(at::kFloat), m64(at::kDouble);
+  const auto got = m32.run(0.5, 0.25), want = m64.run(0.5, 0.25);
+  EXPECT_LT(rel_err(got[2].to(at::kDouble), want[2]), 1e-5) << "A";
+  EXPECT_LT(rel_err(got[3].to(at::kDouble), want[3]), 1e-5) << "B";
+}
+
+TEST(MergedRows, GenericAndAvx2LoopsGiveTheSameBits) {
+  if (!cpu::rows_isa_available(cpu::RowsIsa::Avx2)) GTEST_SKIP() << "no AVX2/FMA here";
+  const MixedRows m(at::kFloat);
+  auto run_with = [&](cpu::RowsIsa isa) {
+    cpu::set_rows_isa(isa);
+    auto r = m.run(0.5, 0.25);
+    cpu::set_rows_isa(std::nullopt);
+    return r;
+  };
+  const auto base = run_with(cpu::RowsIsa::Base), avx2 = run_with(cpu::RowsIsa::Avx2);
+  const char* names[] = {"y", "x", "A", "B", "s", "b"};
+  for (size_t k = 0; k < base.size(); ++k) EXPECT_TRUE(at::equal(base[k], avx2[k])) << names[k];
+  EXPECT_THROW(cpu::set_rows_isa(static_cast<cpu::RowsIsa>(7)), std::exception);
 }
 
 }  // namespace

@@ -158,11 +158,14 @@ TEST(PackedMatmul, KernelsMatchAFloat64Reference) {
 
 TEST(PackedMatmul, Avx2AgreesWithTheScalarKernel) {
   if (!packed_avx2_available()) GTEST_SKIP() << "this CPU or build has no AVX2/FMA";
+  at::manual_seed(11);  // x must not depend on which tests ran before
   for (int bits : {2, 3, 4, 8}) {
     const auto p = pack_weight(random_merged(bits, 64, 512, 128, 7), "t");
     const auto x = at::randn({3, 512});
     const auto a = packed_matmul(p, x, PackedKernel::Scalar), b = packed_matmul(p, x, PackedKernel::Avx2);
-    EXPECT_LT(test::rel_err(b, a), 1e-6) << bits;
+    // Dot products of length 512 summed in another order: fp32 rounding, a few 1e-7 relative
+    // (1.03e-6 was seen once with an unseeded x). A wrong unpack or scale is off by far more.
+    EXPECT_LT(test::rel_err(b, a), 4e-6) << bits;
   }
 }
 

@@ -4,6 +4,9 @@
 //
 //   bench_l4q_linear [--tokens 512] [--rank 16] [--group 128] [--bits 4] [--reps 5]
 //                    [--chunk 0] [--hidden 4096] [--inter 11008] [--threads 0]
+//                    [--only lora|qat-lora|l4q]
+//
+// --only runs one method alone (for `perf record`); its ratios are then to itself.
 //
 // Peak memory is the allocator-level high-water mark (l4q::MemoryMeter) of everything the
 // step allocates, including the frozen weights, which every method holds.
@@ -22,6 +25,7 @@
 
 #include "l4q/memory.h"
 #include "l4q/nn/l4q_linear.h"
+#include "l4q/quant/lsq.h"
 #include "l4q/runtime.h"
 
 namespace {
@@ -29,6 +33,7 @@ namespace {
 struct Args {
   int64_t tokens = 512, rank = 16, group = 128, hidden = 4096, inter = 11008, chunk = 0;  // 0: automatic, the library default
   int bits = 4, reps = 5, threads = 0;
+  std::string only;  // empty: every method
 };
 
 Args parse(int argc, char** argv) {
@@ -36,7 +41,8 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const long long v = std::atoll(argv[i + 1]);
-    if (k == "--tokens") a.tokens = v;
+    if (k == "--only") a.only = argv[i + 1];
+    else if (k == "--tokens") a.tokens = v;
     else if (k == "--rank") a.rank = v;
     else if (k == "--group") a.group = v;
     else if (k == "--bits") a.bits = static_cast<int>(v);
@@ -74,6 +80,7 @@ using Method = std::function<at::Tensor(const Proj&, const at::Tensor&)>;
 struct Result {
   std::string name;
   double ms = 0, cpu_ms = 0;
+  double ratio = 0, cpu_ratio = 0;  // medians over reps of (this method / the first), paired
   int64_t peak = 0;
 };
 
@@ -137,7 +144,16 @@ std::vector<Result> run_all(std::vector<std::pair<std::string, Method>> methods,
       c.cpu.push_back(cpu_now_ms() - c0);
       c.wall.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     }
-  for (auto& c : cases) rs.push_back({c.name, median(c.wall), median(c.cpu), c.peak});
+  // Ratios pair each rep with the first method's rep of the same round: the machine's speed
+  // drifts by several percent over a run, and a paired ratio cancels what the two share.
+  auto paired = [&](const std::vector<double>& a, const std::vector<double>& base) {
+    std::vector<double> q;
+    for (size_t i = 0; i < a.size(); ++i) q.push_back(a[i] / base[i]);
+    return median(q);
+  };
+  for (auto& c : cases)
+    rs.push_back({c.name, median(c.wall), median(c.cpu), paired(c.wall, cases[0].wall),
+                  paired(c.cpu, cases[0].cpu), c.peak});
   return rs;
 }
 
@@ -164,15 +180,32 @@ int main(int argc, char** argv) {
   };
 
   std::printf("MLP pair %lld -> %lld -> %lld, %lld tokens, rank %lld, %d-bit group %lld, "
-              "row_chunk %lld, %d threads, median of %d steps\n",
+              "row_chunk %lld, %d threads, median of %d steps (ratios: median of paired per-step ratios)\n",
               (long long)a.hidden, (long long)a.inter, (long long)a.hidden, (long long)a.tokens,
               (long long)a.rank, a.bits, (long long)a.group, (long long)a.chunk, threads, a.reps);
-  const auto rs = run_all({{"lora", lora}, {"qat-lora", qat_lora}, {"l4q", l4q_m}}, a);
+  {
+    at::manual_seed(0);
+    const auto up = make_proj(a.inter, a.hidden, a), down = make_proj(a.hidden, a.inter, a);
+    auto frac = [&](const Proj& p) {
+      return l4q::clipped_fraction(at::addmm(p.W0, p.B.detach(), p.A.detach(), 1.0, scale), p.s,
+                                   p.b, grid);
+    };
+    std::printf("clipped fraction of W_comb: up %.4f, down %.4f\n", frac(up), frac(down));
+  }
+  std::vector<std::pair<std::string, Method>> methods;
+  for (auto& m : std::vector<std::pair<std::string, Method>>{
+           {"lora", lora}, {"qat-lora", qat_lora}, {"l4q", l4q_m}})
+    if (a.only.empty() || a.only == m.first) methods.push_back(m);
+  if (methods.empty()) {
+    std::fprintf(stderr, "--only: expected lora, qat-lora or l4q, got %s\n", a.only.c_str());
+    return 2;
+  }
+  const auto rs = run_all(methods, a);
   std::printf("| method | step ms (wall) | time vs lora | step ms (cpu) | cpu vs lora | peak MiB | memory vs lora |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const auto& r : rs)
     std::printf("| %s | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.3fx |\n", r.name.c_str(), r.ms,
-                r.ms / rs[0].ms, r.cpu_ms, r.cpu_ms / rs[0].cpu_ms, r.peak / 1048576.0,
+                r.ratio, r.cpu_ms, r.cpu_ratio, r.peak / 1048576.0,
                 double(r.peak) / double(rs[0].peak));
   return 0;
 }
