@@ -24,15 +24,17 @@ struct Plan {
   bool has_lora;
 };
 
-// Rows of W per transient block when the caller leaves row_chunk at 0: blocks of about 4M
-// elements (16 MiB in fp32), but never fewer than kAutoChunkMinRows rows, rounded down to a
-// multiple of 64. Why the floor: each block's GEMMs have the block's rows as one dimension,
-// and OpenBLAS's SGEMM loses 10-25% below ~512 (e.g. the 11008 -> 4096 projection: 381 rows
-// gave 197 ms per forward GEMM and 186 ms for G, 512 rows 175 and 174, whole 157 and 160;
-// docs/benchmarks.md). The floor makes very wide layers' blocks larger than 16 MiB (512 x 11008
-// fp32: 22.5 MiB), still a small fraction of their weight.
-constexpr int64_t kAutoChunkElements = int64_t(1) << 22;
-constexpr int64_t kAutoChunkMinRows = 512;
+// Rows of W per transient block when the caller leaves row_chunk at 0: blocks of about 8M
+// elements (32 MiB in fp32), but never fewer than kAutoChunkMinRows rows, rounded down to a
+// multiple of 64. A layer's only transient of that size is one such block (the forward's W_q;
+// in backward G, then W_q written over it). Why this large: every block re-reads X (the G and
+// forward GEMMs pack it again) and read-modify-writes dX, and OpenBLAS's SGEMM loses 10-25%
+// when the block's rows, one GEMM dimension, drop below ~512 (the 11008 -> 4096 projection:
+// 381-row blocks cost 197 ms per forward GEMM and 186 ms for G, 1024-row blocks 165 and 162;
+// docs/benchmarks.md). The floor makes very wide layers' blocks larger than 32 MiB
+// (1024 x 11008 fp32: 45 MiB), still a small fraction of their weight.
+constexpr int64_t kAutoChunkElements = int64_t(1) << 23;
+constexpr int64_t kAutoChunkMinRows = 1024;
 
 int64_t resolve_chunk(int64_t chunk, int64_t out, int64_t in) {
   if (chunk <= 0) {
@@ -60,6 +62,25 @@ void merged_rows(const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
                        static_cast<scalar_t>(p.lora_scale), r, i1 - i0, p.in, d + i0 * p.in);
     });
   });
+}
+
+// The row-block buffer ([rows, in]), kept per thread from call to call. Why: a fresh 16-45 MiB
+// buffer per call is a fresh mmap, and filling it costs a page fault and a page clear per
+// 4 KiB (about 6% of a 7B MLP step in `perf`, docs/benchmarks.md). It holds one block of the
+// widest layer seen (what a call would allocate anyway) and only one caller at a time uses it:
+// forward and backward of a layer never run at once on one thread.
+at::Tensor& block_cache() {
+  thread_local at::Tensor cache;
+  return cache;
+}
+
+at::Tensor block_buffer(int64_t rows, int64_t in, const at::TensorOptions& opt) {
+  at::Tensor& cache = block_cache();
+  const int64_t need = rows * in;
+  if (!cache.defined() || cache.scalar_type() != opt.dtype().toScalarType() ||
+      cache.numel() < need)
+    cache = at::Tensor(), cache = at::empty({need}, opt);
+  return cache.narrow(0, 0, need).view({rows, in});
 }
 
 template <typename F>
@@ -123,7 +144,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const auto dt = x2.scalar_type();
     const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
     auto Y = at::empty({x2.size(0), p.out}, x2.options());
-    auto buf = at::empty({p.chunk, p.in}, x2.options());
+    auto buf = block_buffer(p.chunk, p.in, x2.options());
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       auto Wc = buf.narrow(0, 0, n);
       merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc, p.has_lora ? &clipped : nullptr);
@@ -141,7 +162,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const auto &x2 = sv[0], &W0 = sv[1], &A = sv[2], &B = sv[3], &s = sv[4], &b = sv[5],
                &bias = sv[6], &clipped = sv[7];
     const int64_t gs = ctx->saved_data["gs"].toInt();
-    Plan p{static_cast<int>(ctx->saved_data["bits"].toInt()),
+    const Plan p{static_cast<int>(ctx->saved_data["bits"].toInt()),
                  W0.size(0),
                  W0.size(1),
                  gs,
@@ -157,10 +178,6 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const bool need_a = p.has_lora && ctx->needs_input_grad(2);
     const bool need_b = p.has_lora && ctx->needs_input_grad(3);
     const bool need_lora = need_a || need_b;
-    // With W0 frozen the backward needs one block buffer (W_q is written over G), so its blocks
-    // can be twice the forward's for the same transient memory: fewer blocks means fewer
-    // re-reads of X by the G GEMMs and fewer read-modify-writes of dX (docs/benchmarks.md).
-    if (!need_w) p.chunk = std::min(p.out, 2 * p.chunk);
 #if L4Q_WITH_CUDA_KERNELS
     if (x2.is_cuda()) {
       auto g = cuda::l4q_linear_backward(dY, x2, W0, A, B, s, b, p.bits, p.gs, p.lora_scale,
@@ -182,8 +199,8 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     auto db = at::empty({p.out, p.groups}, x2.options());
     // One block buffer: G, then W_q written over it by the fused pass (each element of G is
     // read before its W_q is stored). Training W0 keeps M * G as dW, so W_q needs its own.
-    auto gbuf = need_w ? at::Tensor() : at::empty({p.chunk, p.in}, x2.options());
-    auto wbuf = need_w ? at::empty({p.chunk, p.in}, x2.options()) : gbuf;
+    auto gbuf = need_w ? at::Tensor() : block_buffer(p.chunk, p.in, x2.options());
+    auto wbuf = need_w ? block_buffer(p.chunk, p.in, x2.options()) : gbuf;
 
     // LoRA gradients as unmasked rank-r products minus corrections from the clipped elements
     // (cpu::merged_quantize_backward_rows): dB = scale (dY^T (X A^T) - dB_clip),
@@ -311,6 +328,8 @@ void check_linear_args(const at::Tensor& x, const at::Tensor& W0, const at::Tens
 }
 
 }  // namespace
+
+void release_l4q_workspace() { block_cache() = at::Tensor(); }
 
 at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tensor& A,
                       const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,

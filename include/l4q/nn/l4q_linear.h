@@ -23,8 +23,9 @@ struct L4QOptions {
   QuantGrid grid;
   double lora_scale = 1.0;  // alpha / r
   double grad_scale = 0.0;  // LSQ g; <= 0 means lsq_grad_scale(grid, in)
-  // Rows of W per transient block in forward and backward; 0: automatic (about 4M elements
-  // per block, so two blocks of transients cost 32 MiB in fp32 whatever the layer).
+  // Rows of W per transient block in forward and backward; 0: automatic (about 8M elements,
+  // at least 1024 rows: one block buffer of 32 MiB in fp32 for most layers, 45 MiB for an
+  // 11008-wide one).
   int64_t row_chunk = 0;
 };
 
@@ -36,6 +37,11 @@ struct L4QOptions {
 at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tensor& A,
                       const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
                       const at::Tensor& bias, const L4QOptions& opt);
+
+// l4q_linear keeps its row-block buffer (row_chunk x in of the widest layer run on the calling
+// thread) from call to call, so a step does not page-fault a fresh 16-45 MiB buffer per layer.
+// This frees the calling thread's buffer; the next call allocates it again.
+void release_l4q_workspace();
 
 // The offset of integer-offset training: b_eff = s * k with k = clamp(round(b/s), -Qp, -Qn)
 // (round half to even), an integer multiple of the step, so that the GPTQ zero point
