@@ -204,7 +204,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
 
     // LoRA gradients as unmasked rank-r products minus corrections from the clipped elements
     // (cpu::merged_quantize_backward_rows): dB = scale (dY^T (X A^T) - dB_clip),
-    // dA = scale ((dY B)^T X - dA_clip). Each block's rows are split into the same `tasks`
+    // dA = scale ((dY B)^T X - dA_clip^T). Each block's rows are split into the same `tasks`
     // contiguous ranges and task t adds its rows' share into dA_clip[t]; the parts are summed in
     // task order, so dA's bits depend on the thread count but not on scheduling.
     const int64_t r = p.has_lora ? rank_of(A) : 0;
@@ -216,7 +216,15 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const at::Tensor direct = need_lora ? (clipped * 4 > p.in).to(at::kByte) : at::Tensor();
     const bool any_direct = need_lora && direct.any().item<bool>();
     at::Tensor dB_clip = need_b ? at::empty_like(B) : at::Tensor();
-    at::Tensor dA_clip = need_a ? at::zeros({tasks, r, p.in}, x2.options()) : at::Tensor();
+    // A transposed, its rows padded to a multiple of 8 (the corrections' layout), and per task
+    // the dA corrections in the same [in, rp] layout.
+    const int64_t rp = (r + 7) / 8 * 8;
+    at::Tensor At;
+    if (need_lora) {
+      At = at::zeros({p.in, rp}, x2.options());
+      At.narrow(1, 0, r).copy_(A.t());
+    }
+    at::Tensor dA_clip = need_a ? at::zeros({tasks, p.in, rp}, x2.options()) : at::Tensor();
     // The unmasked products, block by block while dY's columns are in cache:
     // dB[rows] = dY[:, rows]^T (X A^T) and dY B = sum over blocks of dY[:, rows] B[rows].
     at::Tensor dB = need_b ? at::empty_like(B) : at::Tensor();
@@ -232,6 +240,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
       AT_DISPATCH_FLOATING_TYPES(dt, "l4q_linear_backward_block", [&] {
         const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
         const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* at_ = need_lora ? At.data_ptr<scalar_t>() : nullptr;
         const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
         scalar_t* dbc = need_b ? dB_clip.data_ptr<scalar_t>() + r0 * r : nullptr;
         scalar_t* dac = need_a ? dA_clip.data_ptr<scalar_t>() : nullptr;
@@ -245,12 +254,12 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
             if (i0 == i1) continue;
             const int64_t o = off + i0 * p.groups;
             cpu::merged_quantize_backward_rows(
-                w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+                w0 + i0 * p.in, a, at_, rp, r > 0 ? bl + i0 * r : nullptr,
                 static_cast<scalar_t>(p.lora_scale), r, st.data_ptr<scalar_t>() + o,
                 bt.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits, w + i0 * p.in,
                 gp + i0 * p.in, /*mask_G=*/need_w, ds.data_ptr<scalar_t>() + o,
                 db.data_ptr<scalar_t>() + o, dbc ? dbc + i0 * r : nullptr,
-                dac ? dac + t * r * p.in : nullptr, dir ? dir + i0 : nullptr);
+                dac ? dac + t * p.in * rp : nullptr, dir ? dir + i0 : nullptr);
           }
         });
       });
@@ -276,7 +285,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     at::Tensor dA;
     if (need_a) {  // (dY B)^T X: [r, N] x [N, in]
       dA = at::mm(dYB.t(), x2);
-      for (int64_t t = 0; t < tasks; ++t) dA.sub_(dA_clip[t]);
+      for (int64_t t = 0; t < tasks; ++t) dA.sub_(dA_clip[t].narrow(1, 0, r).t());
       dA.mul_(p.lora_scale);
     }
     ds.mul_(p.grad_scale);

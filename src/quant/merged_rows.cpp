@@ -101,41 +101,54 @@ L4Q_INLINE void merged_quantize_rows_impl(const T* W0, const T* A, const T* B, T
   }
 }
 
-// One selected element j of a row tail (G value gj): lane 0 of dB's partial sums, and dA_clip
-// (B negated for a direct row).
+// The LoRA corrections of one row (merged_rows.h). For each selected element j, in ascending
+// order, with G value g:  accB[k] = fma(g, At[j][k], accB[k])  and  dAt[j][k] = fma(bs[k], g,
+// dAt[j][k]), k < r. A is read transposed (At: [in, rp], rp >= r a multiple of 8, zero padded)
+// so that one element's r values lie in one or two cache lines, as do its dA_clip values.
 template <typename T>
-L4Q_INLINE void clip_correct_elem(const T* A, const T* Bi, bool neg, int64_t r, int64_t in,
-                                  int64_t j, T gj, T* part, T* dA_clip) {
-  if (part)
-    for (int64_t k = 0; k < r; ++k) part[k * kV] = std::fma(gj, A[k * in + j], part[k * kV]);
-  if (dA_clip)
-    for (int64_t k = 0; k < r; ++k)
-      dA_clip[k * in + j] = std::fma(neg ? -Bi[k] : Bi[k], gj, dA_clip[k * in + j]);
-}
+struct RowCorrections {
+  const T* At;
+  int64_t r, rp;
+  T* accB;      // [rp], or nullptr: no dB
+  const T* bs;  // [rp]: this row of B, negated for a direct row, zero padded
+  T* dAt;       // [in, rp], or nullptr: no dA
+};
 
-// out[k] = sum of part[k][0..kV) in lane order, negated for a direct row.
 template <typename T>
-L4Q_INLINE void lane_sums(const T* part, int64_t r, bool neg, T* out) {
-  for (int64_t k = 0; k < r; ++k) {
-    T t = 0;
-    for (int l = 0; l < kV; ++l) t += part[k * kV + l];
-    out[k] = neg ? -t : t;
+L4Q_INLINE void correct_elem(const RowCorrections<T>& c, int64_t j, T g) {
+  if (c.accB) {
+    const T* a = c.At + j * c.rp;
+    for (int64_t k = 0; k < c.r; ++k) c.accB[k] = std::fma(g, a[k], c.accB[k]);
+  }
+  if (c.dAt) {
+    T* d = c.dAt + j * c.rp;
+    for (int64_t k = 0; k < c.r; ++k) d[k] = std::fma(c.bs[k], g, d[k]);
   }
 }
 
+// Sets up a row's corrections: accB zeroed, bs = B row (negated when direct), both padded.
 template <typename T>
-L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, const T* B, T scale,
-                                                   int64_t r, const T* s, const T* b,
-                                                   int64_t rows, int64_t in, int64_t gs, int bits,
-                                                   T* dst, T* G, bool mask_G, T* ds, T* db,
-                                                   T* dB_clip, T* dA_clip,
-                                                   const uint8_t* direct) {
+L4Q_INLINE RowCorrections<T> row_corrections(const T* At, const T* Bi, int64_t r, int64_t rp,
+                                             bool dir, T* accB, T* bs, T* dAt) {
+  for (int64_t k = 0; k < rp; ++k) {
+    if (accB) accB[k] = 0;
+    bs[k] = k < r ? (dir ? -Bi[k] : Bi[k]) : T(0);
+  }
+  return {At, r, rp, accB, bs, dAt};
+}
+
+template <typename T>
+L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, const T* At,
+                                                   int64_t rp, const T* B, T scale, int64_t r,
+                                                   const T* s, const T* b, int64_t rows,
+                                                   int64_t in, int64_t gs, int bits, T* dst, T* G,
+                                                   bool mask_G, T* ds, T* db, T* dB_clip,
+                                                   T* dAt_clip, const uint8_t* direct) {
   const T qn = T(qmath::grid_min(bits)), qp = T(qmath::grid_max(bits));
   const int64_t groups = in / gs;
   const bool want_dB = dB_clip != nullptr && r > 0;
-  const bool want_dA = dA_clip != nullptr && r > 0;
-  // Partial sums of dB_clip[i, k] in kV lanes (element j of a tile goes to lane j % kV).
-  std::vector<T> part(want_dB ? static_cast<size_t>(r * kV) : 0);
+  const bool want_dA = dAt_clip != nullptr && r > 0;
+  std::vector<T> accB(static_cast<size_t>(rp)), bs(static_cast<size_t>(rp));
   for (int64_t i = 0; i < rows; ++i) {
     const T* w0 = W0 + i * in;
     const T* Bi = B + i * r;
@@ -143,39 +156,31 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
     T* gr = G + i * in;
     // A direct row sums M * G itself; the others sum the clipped elements (1 - M) * G.
     const bool dir = direct != nullptr && direct[i] != 0;
-    for (auto& v : part) v = 0;
+    const auto corr = row_corrections(At, Bi, r, rp, dir, want_dB ? accB.data() : nullptr,
+                                      bs.data(), want_dA ? dAt_clip : nullptr);
+    const bool any_corr = want_dB || want_dA;
     for (int64_t g = 0; g < groups; ++g) {
       const T sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
       const int64_t j1 = (g + 1) * gs;
       T acc_s[kV] = {}, acc_b[kV] = {};
       int64_t j = g * gs;
       for (; j + kV <= j1; j += kV) {
-        T w[kV], gc[kV];
-        bool selected = false;
+        T w[kV], gv[kV];
+        bool sel[kV];
         merged_block(w0, A, Bi, scale, r, in, j, w);
         for (int l = 0; l < kV; ++l) {
           const auto e = qmath::quantize(w[l], sg, bg, qn, qp);
           const T gj = gr[j + l];
           acc_s[l] += gj * qmath::step_grad(e);
           acc_b[l] += gj * qmath::offset_grad(e);
-          gc[l] = e.in == dir ? gj : T(0);
-          selected |= e.in == dir;
+          gv[l] = gj;
+          sel[l] = e.in == dir;
           if (mask_G) gr[j + l] = e.in ? gj : T(0);
           d[j + l] = qmath::dequantize(e.w_int, sg, bg);
         }
-        if (!selected) continue;  // the common case: the tile adds nothing to the corrections
-        if (want_dB)
-          for (int64_t k = 0; k < r; ++k) {
-            const T* a = A + k * in + j;
-            T* p = part.data() + k * kV;
-            for (int l = 0; l < kV; ++l) p[l] = std::fma(gc[l], a[l], p[l]);
-          }
-        if (want_dA)
-          for (int64_t k = 0; k < r; ++k) {
-            T* ak = dA_clip + k * in + j;
-            const T bk = dir ? -Bi[k] : Bi[k];
-            for (int l = 0; l < kV; ++l) ak[l] = std::fma(bk, gc[l], ak[l]);
-          }
+        if (any_corr)
+          for (int l = 0; l < kV; ++l)
+            if (sel[l]) correct_elem(corr, j + l, gv[l]);
       }
       for (; j < j1; ++j) {
         const T w = merged_elem(w0, A, Bi, scale, r, in, j);
@@ -185,9 +190,7 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
         acc_b[0] += gj * qmath::offset_grad(e);
         if (mask_G) gr[j] = e.in ? gj : T(0);
         d[j] = qmath::dequantize(e.w_int, sg, bg);
-        if (e.in != dir) continue;
-        clip_correct_elem(A, Bi, dir, r, in, j, gj, want_dB ? part.data() : nullptr,
-                          want_dA ? dA_clip : nullptr);
+        if (any_corr && e.in == dir) correct_elem(corr, j, gj);
       }
       T ts = 0, tb = 0;
       for (int l = 0; l < kV; ++l) {
@@ -197,7 +200,8 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
       ds[i * groups + g] = ts;
       db[i * groups + g] = tb;
     }
-    if (want_dB) lane_sums(part.data(), r, dir, dB_clip + i * r);
+    if (want_dB)
+      for (int64_t k = 0; k < r; ++k) dB_clip[i * r + k] = dir ? -accB[k] : accB[k];
   }
 }
 
@@ -350,39 +354,55 @@ L4Q_AVX2 void merged_quantize_rows_avx2(const float* W0, const float* A, const f
   });
 }
 
-// The corrections of one vector gc of selected G values (zero in the other lanes), elements
-// [j, j + 8): the same fmas per lane as the generic loop's tile (B negated for a direct row).
-L4Q_AVX2 L4Q_INLINE void clip_correct_vec_avx2(const float* A, const float* Bi, bool neg, int64_t r,
-                                          int64_t in, int64_t j, __m256 gc, float* part,
-                                          float* dA_clip) {
-  if (part)
-    for (int64_t k = 0; k < r; ++k) {
-      const __m256 p = _mm256_loadu_ps(part + 8 * k);
-      _mm256_storeu_ps(part + 8 * k, _mm256_fmadd_ps(gc, _mm256_loadu_ps(A + k * in + j), p));
-    }
-  if (dA_clip)
-    for (int64_t k = 0; k < r; ++k) {
-      float* ak = dA_clip + k * in + j;
-      const __m256 bk = _mm256_set1_ps(neg ? -Bi[k] : Bi[k]);
-      _mm256_storeu_ps(ak, _mm256_fmadd_ps(bk, gc, _mm256_loadu_ps(ak)));
-    }
+// correct_elem on 8 values of k at a time (the same fma per k).
+L4Q_AVX2 L4Q_INLINE void correct_elem_avx2(const RowCorrections<float>& c, int64_t j, float g) {
+  const __m256 gv = _mm256_set1_ps(g);
+  if (c.accB) {
+    const float* a = c.At + j * c.rp;
+    for (int64_t q = 0; q < c.rp; q += 8)
+      _mm256_storeu_ps(c.accB + q, _mm256_fmadd_ps(gv, _mm256_loadu_ps(a + q),
+                                                   _mm256_loadu_ps(c.accB + q)));
+  }
+  if (c.dAt) {
+    float* d = c.dAt + j * c.rp;
+    for (int64_t q = 0; q < c.rp; q += 8)
+      _mm256_storeu_ps(d + q, _mm256_fmadd_ps(_mm256_loadu_ps(c.bs + q), gv, _mm256_loadu_ps(d + q)));
+  }
 }
 
-// One tile of the backward pass; acc_s, acc_b: the group's lane sums; part: dB_clip's lane
-// sums [r][8]; dA_clip: [r][in]. The corrections run only for vectors with a selected lane:
-// clipped ones, or in a direct row (dir) unclipped ones.
+// Selected elements are appended to a per-row list (index, G value) without a branch per
+// lane: kCompress[mask] packs the set lanes of an 8-lane mask first. The corrections then run
+// over the list at the end of the row, in ascending element order, as a tight loop (per-lane
+// branches in the tile loop mispredicted often enough to cost ~90 cycles per clipped element).
+struct CompressTable {
+  alignas(32) int32_t idx[256][8];
+  constexpr CompressTable() : idx{} {
+    for (int m = 0; m < 256; ++m) {
+      int n = 0;
+      for (int l = 0; l < 8; ++l)
+        if (m >> l & 1) idx[m][n++] = l;
+    }
+  }
+};
+constexpr CompressTable kCompress{};
+
+struct SelectedList {
+  float* g;
+  int32_t* j;
+  int64_t n = 0;
+};
+
+// One tile of the backward pass; acc_s, acc_b: the group's lane sums. The selected elements
+// (clipped ones, or in a direct row (dir) unclipped ones) go to list when it is given.
 template <int NV>
 L4Q_AVX2 L4Q_INLINE void backward_tile_avx2(const float* w0, const float* A, const float* Bi,
                                             float scale, int64_t r, int64_t in, int64_t j,
                                             __m256 s, __m256 b, __m256 qn, __m256 qp, float* d,
                                             float* gr, bool mask_G, bool dir, __m256& acc_s,
-                                            __m256& acc_b, float* part, float* dA_clip) {
+                                            __m256& acc_b, SelectedList* list) {
   __m256 w[NV];
   merged_tile_avx2<NV>(w0, A, Bi, scale, r, in, j, w);
   const __m256 one = _mm256_set1_ps(1.0f);
-  unsigned selected = 0;  // bit v: vector v has a selected lane
-  alignas(32) float gcs[NV][8];  // their selected G values (d may overwrite G: dst == G)
-  const int all_in = dir ? 0x00 : 0xFF;  // the movemask of a vector with nothing selected
   for (int v = 0; v < NV; ++v) {
     const Quant8 e = quantize8(w[v], s, b, qn, qp);
     const __m256 gj = _mm256_loadu_ps(gr + j + 8 * v);
@@ -391,41 +411,50 @@ L4Q_AVX2 L4Q_INLINE void backward_tile_avx2(const float* w0, const float* A, con
     const __m256 ograd = _mm256_andnot_ps(e.in, one);
     acc_s = _mm256_add_ps(acc_s, _mm256_mul_ps(gj, sgrad));
     acc_b = _mm256_add_ps(acc_b, _mm256_mul_ps(gj, ograd));
-    if (_mm256_movemask_ps(e.in) != all_in) {
-      selected |= 1u << v;
-      _mm256_store_ps(gcs[v], dir ? _mm256_and_ps(e.in, gj) : _mm256_andnot_ps(e.in, gj));
+    if (list) {
+      const unsigned in_bits = static_cast<unsigned>(_mm256_movemask_ps(e.in));
+      const unsigned sel = dir ? in_bits : (~in_bits & 0xFFu);
+      // No branch on sel: at a few percent clipped, a sixth of the vectors have a selected
+      // lane, and the branch mispredicted on them.
+      const __m256i perm = _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.idx[sel]));
+      const int64_t n = list->n;
+      _mm256_storeu_ps(list->g + n, _mm256_permutevar8x32_ps(gj, perm));
+      _mm256_storeu_si256(
+          reinterpret_cast<__m256i*>(list->j + n),
+          _mm256_add_epi32(perm, _mm256_set1_epi32(static_cast<int32_t>(j + 8 * v))));
+      list->n = n + __builtin_popcount(sel);
     }
     if (mask_G) _mm256_storeu_ps(gr + j + 8 * v, _mm256_and_ps(e.in, gj));
     _mm256_storeu_ps(d + j + 8 * v, dequantize8(e.w_int, s, b));
   }
-  if (!selected || (!part && !dA_clip)) return;
-  for (int v = 0; v < NV; ++v) {  // the rare path
-    if (!(selected >> v & 1u)) continue;
-    clip_correct_vec_avx2(A, Bi, dir, r, in, j + 8 * v, _mm256_load_ps(gcs[v]), part, dA_clip);
-  }
 }
 
-L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A, const float* B,
+L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A,
+                                                 const float* At, int64_t rp, const float* B,
                                                  float scale, int64_t r, const float* s,
                                                  const float* b, int64_t rows, int64_t in,
                                                  int64_t gs, int bits, float* dst, float* G,
                                                  bool mask_G, float* ds, float* db,
-                                                 float* dB_clip, float* dA_clip,
+                                                 float* dB_clip, float* dAt_clip,
                                                  const uint8_t* direct) {
   const float qnf = float(qmath::grid_min(bits)), qpf = float(qmath::grid_max(bits));
   const __m256 qn = _mm256_set1_ps(qnf), qp = _mm256_set1_ps(qpf);
   const int64_t groups = in / gs;
   const bool want_dB = dB_clip != nullptr && r > 0;
-  float* dAc = dA_clip != nullptr && r > 0 ? dA_clip : nullptr;
-  std::vector<float> part_buf(want_dB ? static_cast<size_t>(r * kV) : 0);
-  float* part = want_dB ? part_buf.data() : nullptr;
+  const bool want_dA = dAt_clip != nullptr && r > 0;
+  const bool any_corr = want_dB || want_dA;
+  std::vector<float> accB(static_cast<size_t>(rp)), bs(static_cast<size_t>(rp));
+  // The row's selected elements; 8 spare slots for the last full-vector store.
+  std::vector<float> list_g(any_corr ? static_cast<size_t>(in + 8) : 0);
+  std::vector<int32_t> list_j(any_corr ? static_cast<size_t>(in + 8) : 0);
   for (int64_t i = 0; i < rows; ++i) {
     const float* w0 = W0 + i * in;
     const float* Bi = B + i * r;
     float* d = dst + i * in;
     float* gr = G + i * in;
     const bool dir = direct != nullptr && direct[i] != 0;
-    for (auto& v : part_buf) v = 0;
+    SelectedList sl{list_g.data(), list_j.data()};
+    SelectedList* list = any_corr ? &sl : nullptr;
     for (int64_t g = 0; g < groups; ++g) {
       const float sg = qmath::clamp_step(s[i * groups + g]), bg = b[i * groups + g];
       const __m256 sv = _mm256_set1_ps(sg), bv = _mm256_set1_ps(bg);
@@ -433,11 +462,11 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
       __m256 acc_s = _mm256_setzero_ps(), acc_b = _mm256_setzero_ps();
       int64_t j = g * gs;
       for (; j + 8 * kNV <= j1; j += 8 * kNV)
-        backward_tile_avx2<kNV>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, mask_G, dir, acc_s,
-                                acc_b, part, dAc);
+        backward_tile_avx2<kNV>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, mask_G, dir,
+                                acc_s, acc_b, list);
       for (; j + 8 <= j1; j += 8)
-        backward_tile_avx2<1>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, mask_G, dir, acc_s,
-                              acc_b, part, dAc);
+        backward_tile_avx2<1>(w0, A, Bi, scale, r, in, j, sv, bv, qn, qp, d, gr, mask_G, dir,
+                              acc_s, acc_b, list);
       float ls[kV], lb[kV];
       _mm256_storeu_ps(ls, acc_s);
       _mm256_storeu_ps(lb, acc_b);
@@ -449,7 +478,10 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
         lb[0] += gj * qmath::offset_grad(e);
         if (mask_G) gr[j] = e.in ? gj : 0.0f;
         d[j] = qmath::dequantize(e.w_int, sg, bg);
-        if (e.in == dir) clip_correct_elem(A, Bi, dir, r, in, j, gj, part, dAc);
+        if (list && e.in == dir) {
+          list->g[list->n] = gj;
+          list->j[list->n++] = static_cast<int32_t>(j);
+        }
       }
       float ts = 0, tb = 0;
       for (int l = 0; l < kV; ++l) {
@@ -459,10 +491,14 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
       ds[i * groups + g] = ts;
       db[i * groups + g] = tb;
     }
-    if (want_dB) lane_sums(part, r, dir, dB_clip + i * r);
+    if (!list) continue;
+    const auto corr = row_corrections(At, Bi, r, rp, dir, want_dB ? accB.data() : nullptr,
+                                      bs.data(), want_dA ? dAt_clip : nullptr);
+    for (int64_t t = 0; t < sl.n; ++t) correct_elem_avx2(corr, sl.j[t], sl.g[t]);
+    if (want_dB)
+      for (int64_t k = 0; k < r; ++k) dB_clip[i * r + k] = dir ? -accB[k] : accB[k];
   }
 }
-
 
 // fp64 (tests): the generic code compiled for AVX2.
 L4Q_AVX2 void merged_rows_avx2(const double* W0, const double* A, const double* B, double scale,
@@ -476,13 +512,15 @@ L4Q_AVX2 void merged_quantize_rows_avx2(const double* W0, const double* A, const
   merged_quantize_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
 L4Q_AVX2 void merged_quantize_backward_rows_avx2(const double* W0, const double* A,
-                                                 const double* B, double scale, int64_t r,
-                                                 const double* s, const double* b, int64_t rows,
-                                                 int64_t in, int64_t gs, int bits, double* dst,
-                                                 double* G, bool mask_G, double* ds, double* db,
-                                                 double* dB_clip, double* dA_clip, const uint8_t* direct) {
-  merged_quantize_backward_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, mask_G,
-                                     ds, db, dB_clip, dA_clip, direct);
+                                                 const double* At, int64_t rp, const double* B,
+                                                 double scale, int64_t r, const double* s,
+                                                 const double* b, int64_t rows, int64_t in,
+                                                 int64_t gs, int bits, double* dst, double* G,
+                                                 bool mask_G, double* ds, double* db,
+                                                 double* dB_clip, double* dAt_clip,
+                                                 const uint8_t* direct) {
+  merged_quantize_backward_rows_impl(W0, A, At, rp, B, scale, r, s, b, rows, in, gs, bits, dst, G,
+                                     mask_G, ds, db, dB_clip, dAt_clip, direct);
 }
 #endif
 
@@ -499,12 +537,13 @@ void merged_quantize_rows_base(const T* W0, const T* A, const T* B, T scale, int
   merged_quantize_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
 template <typename T>
-void merged_quantize_backward_rows_base(const T* W0, const T* A, const T* B, T scale, int64_t r,
-                                        const T* s, const T* b, int64_t rows, int64_t in,
-                                        int64_t gs, int bits, T* dst, T* G, bool mask_G, T* ds,
-                                        T* db, T* dB_clip, T* dA_clip, const uint8_t* direct) {
-  merged_quantize_backward_rows_impl(W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, G, mask_G,
-                                     ds, db, dB_clip, dA_clip, direct);
+void merged_quantize_backward_rows_base(const T* W0, const T* A, const T* At, int64_t rp,
+                                        const T* B, T scale, int64_t r, const T* s, const T* b,
+                                        int64_t rows, int64_t in, int64_t gs, int bits, T* dst,
+                                        T* G, bool mask_G, T* ds, T* db, T* dB_clip, T* dAt_clip,
+                                        const uint8_t* direct) {
+  merged_quantize_backward_rows_impl(W0, A, At, rp, B, scale, r, s, b, rows, in, gs, bits, dst, G,
+                                     mask_G, ds, db, dB_clip, dAt_clip, direct);
 }
 
 }  // namespace
@@ -560,13 +599,13 @@ void merged_quantize_rows(const float* W0, const float* A, const float* B, float
                           int bits, float* dst, int32_t* clipped) {
   L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
-void merged_quantize_backward_rows(const float* W0, const float* A, const float* B, float scale,
-                                   int64_t r, const float* s, const float* b, int64_t rows,
-                                   int64_t in, int64_t gs, int bits, float* dst, float* G,
-                                   bool mask_G, float* ds, float* db, float* dB_clip,
-                                   float* dA_clip, const uint8_t* direct) {
-  L4Q_PICK(merged_quantize_backward_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst,
-               G, mask_G, ds, db, dB_clip, dA_clip, direct);
+void merged_quantize_backward_rows(const float* W0, const float* A, const float* At, int64_t rp,
+                                   const float* B, float scale, int64_t r, const float* s, const float* b,
+                                   int64_t rows, int64_t in, int64_t gs, int bits, float* dst,
+                                   float* G, bool mask_G, float* ds, float* db, float* dB_clip,
+                                   float* dAt_clip, const uint8_t* direct) {
+  L4Q_PICK(merged_quantize_backward_rows, W0, A, At, rp, B, scale, r, s, b, rows, in, gs, bits,
+           dst, G, mask_G, ds, db, dB_clip, dAt_clip, direct);
 }
 void merged_rows(const double* W0, const double* A, const double* B, double scale, int64_t r,
                  int64_t rows, int64_t in, double* dst) {
@@ -577,13 +616,13 @@ void merged_quantize_rows(const double* W0, const double* A, const double* B, do
                           int64_t gs, int bits, double* dst, int32_t* clipped) {
   L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
 }
-void merged_quantize_backward_rows(const double* W0, const double* A, const double* B,
-                                   double scale, int64_t r, const double* s, const double* b,
+void merged_quantize_backward_rows(const double* W0, const double* A, const double* At, int64_t rp,
+                                   const double* B, double scale, int64_t r, const double* s, const double* b,
                                    int64_t rows, int64_t in, int64_t gs, int bits, double* dst,
-                                   double* G, bool mask_G, double* ds, double* db,
-                                   double* dB_clip, double* dA_clip, const uint8_t* direct) {
-  L4Q_PICK(merged_quantize_backward_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst,
-               G, mask_G, ds, db, dB_clip, dA_clip, direct);
+                                   double* G, bool mask_G, double* ds, double* db, double* dB_clip,
+                                   double* dAt_clip, const uint8_t* direct) {
+  L4Q_PICK(merged_quantize_backward_rows, W0, A, At, rp, B, scale, r, s, b, rows, in, gs, bits,
+           dst, G, mask_G, ds, db, dB_clip, dAt_clip, direct);
 }
 
 }  // namespace l4q::cpu

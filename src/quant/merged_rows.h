@@ -7,7 +7,7 @@
 // loop, W0 is read once per pass and W_comb never goes through memory.
 //
 // Layout: W0, dst, G row-major [rows, in]; A [r, in]; B [rows, r] (the rows of this block);
-// s, b, ds, db [rows, in/gs]; dB_clip [rows, r]; dA_clip [r, in]. Each function handles rows
+// s, b, ds, db [rows, in/gs]; dB_clip [rows, r]; At, dAt_clip [in, rp]. Each function handles rows
 // [0, rows) and is called from at::parallel_for over row ranges.
 //
 // Bits: W_comb[i, j] = W0[i, j] + scale * acc, acc = fma(B[i, r-1], A[r-1, j], ... fma(B[i, 0],
@@ -53,30 +53,33 @@ void merged_quantize_rows(const double* W0, const double* A, const double* B, do
 //   ds[i, g] = sum_group G * (M ? w_int - w : w_c),  db[i, g] = sum_group G * (1 - M)  (unscaled)
 // and, for the LoRA gradients dB = scale (M * G) A^T and dA = scale B^T (M * G), terms that the
 // caller combines with unmasked rank-r products (src/nn/l4q_linear.cpp):
-//   row i not direct:  dB_clip[i, k]  =  sum_j (1 - M)[i, j] G[i, j] A[k, j]
-//                      dA_clip[k, j] +=  B[i, k] (1 - M)[i, j] G[i, j]
-//   row i direct:      dB_clip[i, k]  = -sum_j M[i, j] G[i, j] A[k, j]
-//                      dA_clip[k, j] += -B[i, k] M[i, j] G[i, j]
-// (when dB_clip / dA_clip are given and r > 0; direct: per row, nullptr = none). So
+//   row i not direct:  dB_clip[i, k]   =  sum_j (1 - M)[i, j] G[i, j] A[k, j]
+//                      dAt_clip[j, k] +=  B[i, k] (1 - M)[i, j] G[i, j]
+//   row i direct:      dB_clip[i, k]   = -sum_j M[i, j] G[i, j] A[k, j]
+//                      dAt_clip[j, k] += -B[i, k] M[i, j] G[i, j]
+// (when dB_clip / dAt_clip are given and r > 0; direct: per row, nullptr = none). So
 // dB = scale (U - dB_clip), with U = dY^T (X A^T) for ordinary rows and 0 for direct ones, and
-// dA = scale ((dY B_o)^T X - dA_clip), with B_o = B with the direct rows zeroed.
+// dA = scale ((dY B_o)^T X - dAt_clip^T), with B_o = B with the direct rows zeroed.
 // Why: (M * G) A^T and B^T (M * G) cost 2r fmas per weight element every step, as much as
 // rebuilding W_comb twice over, while the unmasked products are rank-r GEMMs that never touch G
-// and the corrections cost work only where an element is clipped (a tile of 8 with none skips
-// them). A row the forward pass found mostly clipped is summed directly instead (direct), so
-// the subtraction never cancels more than a small part: with every weight clipped, dA and dB
-// are exactly 0.
-// dA_clip's rows are summed in ascending row order, one fma each: a caller that gives every
-// thread its own dA_clip and adds them in a fixed order gets the same bits on every run.
-void merged_quantize_backward_rows(const float* W0, const float* A, const float* B, float scale,
-                                   int64_t r, const float* s, const float* b, int64_t rows,
-                                   int64_t in, int64_t gs, int bits, float* dst, float* G,
-                                   bool mask_G, float* ds, float* db, float* dB_clip,
-                                   float* dA_clip, const uint8_t* direct);
-void merged_quantize_backward_rows(const double* W0, const double* A, const double* B,
-                                   double scale, int64_t r, const double* s, const double* b,
-                                   int64_t rows, int64_t in, int64_t gs, int bits, double* dst,
-                                   double* G, bool mask_G, double* ds, double* db,
-                                   double* dB_clip, double* dA_clip, const uint8_t* direct);
+// and the corrections cost work only per selected element: about 2r/8 vector fmas on one or two
+// cache lines each (A read as At = A^T, [in, rp], rp >= r a multiple of 8, zero padded;
+// dAt_clip is [in, rp] too). A row the forward pass found mostly clipped is summed directly
+// (direct), so the subtraction never cancels more than a small part: with every weight
+// clipped, dA and dB are exactly 0.
+// Each sum runs over its elements in ascending order (dB_clip: j; dAt_clip: rows), one fma
+// each: a caller that gives every thread its own dAt_clip and adds them in a fixed order gets
+// the same bits on every run.
+void merged_quantize_backward_rows(const float* W0, const float* A, const float* At, int64_t rp,
+                                   const float* B, float scale, int64_t r, const float* s,
+                                   const float* b, int64_t rows, int64_t in, int64_t gs, int bits,
+                                   float* dst, float* G, bool mask_G, float* ds, float* db,
+                                   float* dB_clip, float* dAt_clip, const uint8_t* direct);
+void merged_quantize_backward_rows(const double* W0, const double* A, const double* At,
+                                   int64_t rp, const double* B, double scale, int64_t r,
+                                   const double* s, const double* b, int64_t rows, int64_t in,
+                                   int64_t gs, int bits, double* dst, double* G, bool mask_G,
+                                   double* ds, double* db, double* dB_clip, double* dAt_clip,
+                                   const uint8_t* direct);
 
 }  // namespace l4q::cpu

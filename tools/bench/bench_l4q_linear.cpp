@@ -4,9 +4,11 @@
 //
 //   bench_l4q_linear [--tokens 512] [--rank 16] [--group 128] [--bits 4] [--reps 5]
 //                    [--chunk 0] [--hidden 4096] [--inter 11008] [--threads 0]
-//                    [--only lora|qat-lora|l4q]
+//                    [--only lora|qat-lora|l4q] [--s-scale 1.0]
 //
-// --only runs one method alone (for `perf record`); its ratios are then to itself.
+// --only runs one method alone (for `perf record`); its ratios are then to itself. --s-scale
+// shrinks the initial step sizes so that the quantizer clips weights (the cost of L4Q's clip
+// corrections grows with the clipped fraction, printed first).
 //
 // Peak memory is the allocator-level high-water mark (l4q::MemoryMeter) of everything the
 // step allocates, including the frozen weights, which every method holds.
@@ -33,6 +35,7 @@ namespace {
 struct Args {
   int64_t tokens = 512, rank = 16, group = 128, hidden = 4096, inter = 11008, chunk = 0;  // 0: automatic, the library default
   int bits = 4, reps = 5, threads = 0;
+  double s_scale = 1.0;  // multiplies the initial step sizes: < 1 clips weights (L4Q init clips none)
   std::string only;  // empty: every method
 };
 
@@ -42,6 +45,7 @@ Args parse(int argc, char** argv) {
     const std::string k = argv[i];
     const long long v = std::atoll(argv[i + 1]);
     if (k == "--only") a.only = argv[i + 1];
+    else if (k == "--s-scale") a.s_scale = std::atof(argv[i + 1]);
     else if (k == "--tokens") a.tokens = v;
     else if (k == "--rank") a.rank = v;
     else if (k == "--group") a.group = v;
@@ -70,7 +74,7 @@ Proj make_proj(int64_t out, int64_t in, const Args& a) {
   p.A = l4q::init_lora_a(a.rank, in, at::kFloat).set_requires_grad(true);
   p.B = (at::randn({out, a.rank}) * 0.01).set_requires_grad(true);  // non-zero: real work
   auto so = l4q::init_step_offset(p.W0, {a.bits, a.group}, l4q::LsqInit::L4Q);
-  p.s = so.s.set_requires_grad(true);
+  p.s = (so.s * a.s_scale).set_requires_grad(true);
   p.b = so.b.set_requires_grad(true);
   return p;
 }
