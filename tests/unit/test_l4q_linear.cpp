@@ -12,6 +12,7 @@
 
 #include "l4q/memory.h"
 #include "l4q/nn/l4q_linear.h"
+#include "nn/l4q_linear_tuning.h"
 #include "quant/merged_rows.h"
 #include "test_support.h"
 
@@ -78,7 +79,23 @@ const std::vector<Case>& cases() {
   return cs;
 }
 
-TEST(L4QLinear, GradientsMatchAutogradCompositeFp64) {
+// Runs a test body with layers of up to `n` weights summing their LoRA gradients directly
+// (0: every layer takes the unmasked-GEMMs-minus-corrections path), then restores the default.
+struct DirectThreshold {
+  int64_t saved = detail::lora_direct_max_elements();
+  explicit DirectThreshold(int64_t n) { detail::lora_direct_max_elements() = n; }
+  ~DirectThreshold() { detail::lora_direct_max_elements() = saved; }
+};
+
+class LoraRegimes : public testing::TestWithParam<int64_t> {};
+INSTANTIATE_TEST_SUITE_P(L4QLinear, LoraRegimes, testing::Values(int64_t(0), int64_t(1) << 16),
+                         [](const auto& info) {
+                           return info.param == 0 ? std::string("Corrections")
+                                                  : std::string("SmallLayerDirect");
+                         });
+
+TEST_P(LoraRegimes, GradientsMatchAutogradCompositeFp64) {
+  const DirectThreshold th(GetParam());
   for (const auto& c : cases()) {
     SCOPED_TRACE(testing::Message() << "out " << c.out << " in " << c.in << " gs " << c.gs
                                     << " bits " << c.bits << " chunk " << c.chunk);
@@ -124,7 +141,8 @@ TEST(L4QLinear, GradientsMatchAutogradCompositeFp64) {
 }
 
 // Defect 1 of the public code: gradients taken from x[0] and grad_out[0] only.
-TEST(L4QLinear, MicroBatchGradientIsSumOfPerSampleGradients) {
+TEST_P(LoraRegimes, MicroBatchGradientIsSumOfPerSampleGradients) {
+  const DirectThreshold th(GetParam());
   const Case c{12, 32, 8, 4, 3, {3, 4}, true, 5, 0.6};
   auto in = make_inputs(c, at::kDouble, 2);
   L4QOptions opt{{c.bits, c.gs}, 4.0, 0.0, c.chunk};
@@ -153,7 +171,8 @@ TEST(L4QLinear, MicroBatchGradientIsSumOfPerSampleGradients) {
 
 // Defect 2: the STE gate must apply to the LoRA gradients. With every weight clipped, the
 // merged weight gets no gradient at all, so dA = dB = 0, while ds, db do not vanish.
-TEST(L4QLinear, ClippedWeightsGiveNoLoraGradient) {
+TEST_P(LoraRegimes, ClippedWeightsGiveNoLoraGradient) {
+  const DirectThreshold th(GetParam());
   const Case c{8, 16, 8, 2, 3, {5}, false, 3, 1.0};
   auto in = make_inputs(c, at::kFloat, 3);
   auto A = in.A.clone().set_requires_grad(true), B = in.B.clone().set_requires_grad(true);
@@ -282,7 +301,8 @@ TEST(L4QLinear, GradientScaleIsRespected) {
   EXPECT_LT(rel_err(dflt[1], one[1] * lsq), 1e-14);
 }
 
-TEST(L4QLinear, ChunkSizeDoesNotChangeResults) {
+TEST_P(LoraRegimes, ChunkSizeDoesNotChangeResults) {
+  const DirectThreshold th(GetParam());
   const Case c{37, 48, 16, 4, 3, {2, 6}, true, 0, 0.7};
   auto in = make_inputs(c, at::kFloat, 9);
   auto run = [&](int64_t chunk) {
@@ -502,7 +522,8 @@ struct MixedRows {
   }
 };
 
-TEST(L4QLinear, LoraGradientsExactInEveryClippingRegimeFp64) {
+TEST_P(LoraRegimes, LoraGradientsExactInEveryClippingRegimeFp64) {
+  const DirectThreshold th(GetParam());
   const MixedRows m(at::kDouble);
   const double scale = 0.5, g = 0.25;
   const auto frac = m.clipped_per_row(scale);
@@ -530,7 +551,8 @@ TEST(L4QLinear, LoraGradientsExactInEveryClippingRegimeFp64) {
     if (frac[i].item<double>() == 1.0) EXPECT_EQ(got[3][i].abs().max().item<double>(), 0.0) << i;
 }
 
-TEST(L4QLinear, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
+TEST_P(LoraRegimes, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
+  const DirectThreshold th(GetParam());
   // fp32 rounding of the subtraction scheme, against the same computation in fp64 on the same
   // values. Only dA and dB: they depend on the clip mask, not on where W_comb rounds (y, dX,
   // ds, db move by a step wherever fp32 and fp64 round an element differently).
@@ -540,8 +562,9 @@ TEST(L4QLinear, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
   EXPECT_LT(rel_err(got[3].to(at::kDouble), want[3]), 1e-5) << "B";
 }
 
-TEST(MergedRows, GenericAndAvx2LoopsGiveTheSameBits) {
+TEST_P(LoraRegimes, GenericAndAvx2LoopsGiveTheSameBits) {
   if (!cpu::rows_isa_available(cpu::RowsIsa::Avx2)) GTEST_SKIP() << "no AVX2/FMA here";
+  const DirectThreshold th(GetParam());
   const MixedRows m(at::kFloat);
   auto run_with = [&](cpu::RowsIsa isa) {
     cpu::set_rows_isa(isa);
