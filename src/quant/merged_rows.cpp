@@ -590,39 +590,27 @@ void set_rows_isa(std::optional<RowsIsa> isa) {
 #define L4Q_PICK(name, ...) return name##_base(__VA_ARGS__)
 #endif
 
-void merged_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,
-                 int64_t rows, int64_t in, float* dst) {
-  L4Q_PICK(merged_rows, W0, A, B, scale, r, rows, in, dst);
-}
-void merged_quantize_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,
-                          const float* s, const float* b, int64_t rows, int64_t in, int64_t gs,
-                          int bits, float* dst, int32_t* clipped) {
-  L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
-}
-void merged_quantize_backward_rows(const float* W0, const float* A, const float* At, int64_t rp,
-                                   const float* B, float scale, int64_t r, const float* s, const float* b,
-                                   int64_t rows, int64_t in, int64_t gs, int bits, float* dst,
-                                   float* G, bool mask_G, float* ds, float* db, float* dB_clip,
-                                   float* dAt_clip, const uint8_t* direct) {
-  L4Q_PICK(merged_quantize_backward_rows, W0, A, At, rp, B, scale, r, s, b, rows, in, gs, bits,
-           dst, G, mask_G, ds, db, dB_clip, dAt_clip, direct);
-}
-void merged_rows(const double* W0, const double* A, const double* B, double scale, int64_t r,
-                 int64_t rows, int64_t in, double* dst) {
-  L4Q_PICK(merged_rows, W0, A, B, scale, r, rows, in, dst);
-}
-void merged_quantize_rows(const double* W0, const double* A, const double* B, double scale,
-                          int64_t r, const double* s, const double* b, int64_t rows, int64_t in,
-                          int64_t gs, int bits, double* dst, int32_t* clipped) {
-  L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped);
-}
-void merged_quantize_backward_rows(const double* W0, const double* A, const double* At, int64_t rp,
-                                   const double* B, double scale, int64_t r, const double* s, const double* b,
-                                   int64_t rows, int64_t in, int64_t gs, int bits, double* dst,
-                                   double* G, bool mask_G, double* ds, double* db, double* dB_clip,
-                                   double* dAt_clip, const uint8_t* direct) {
-  L4Q_PICK(merged_quantize_backward_rows, W0, A, At, rp, B, scale, r, s, b, rows, in, gs, bits,
-           dst, G, mask_G, ds, db, dB_clip, dAt_clip, direct);
-}
+// The public entry points, for T = float and double (the header's overloads).
+#define L4Q_ENTRY_POINTS(T)                                                                     \
+  void merged_rows(const T* W0, const T* A, const T* B, T scale, int64_t r, int64_t rows,       \
+                   int64_t in, T* dst) {                                                        \
+    L4Q_PICK(merged_rows, W0, A, B, scale, r, rows, in, dst);                                   \
+  }                                                                                             \
+  void merged_quantize_rows(const T* W0, const T* A, const T* B, T scale, int64_t r,            \
+                            const T* s, const T* b, int64_t rows, int64_t in, int64_t gs,       \
+                            int bits, T* dst, int32_t* clipped) {                               \
+    L4Q_PICK(merged_quantize_rows, W0, A, B, scale, r, s, b, rows, in, gs, bits, dst, clipped); \
+  }                                                                                             \
+  void merged_quantize_backward_rows(const T* W0, const T* A, const T* At, int64_t rp,          \
+                                     const T* B, T scale, int64_t r, const T* s, const T* b,    \
+                                     int64_t rows, int64_t in, int64_t gs, int bits, T* dst,    \
+                                     T* G, bool mask_G, T* ds, T* db, T* dB_clip, T* dAt_clip,  \
+                                     const uint8_t* direct) {                                   \
+    L4Q_PICK(merged_quantize_backward_rows, W0, A, At, rp, B, scale, r, s, b, rows, in, gs,     \
+             bits, dst, G, mask_G, ds, db, dB_clip, dAt_clip, direct);                          \
+  }
+
+L4Q_ENTRY_POINTS(float)
+L4Q_ENTRY_POINTS(double)
 
 }  // namespace l4q::cpu
