@@ -224,7 +224,7 @@ void ZipReader::parse() {
   // to 65535 bytes.
   int64_t eocd = -1;
   for (int64_t at = int64_t(n) - 22; at >= 0 && at >= int64_t(n) - 22 - 65535; --at)
-    if (rd32(b, at) == 0x06054b50u && at + 22 + rd16(b, at + 20) == n) {
+    if (rd32(b, at) == 0x06054b50u && uint64_t(at) + 22 + rd16(b, at + 20) == n) {
       eocd = at;
       break;
     }
