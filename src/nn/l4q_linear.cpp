@@ -84,8 +84,10 @@ at::Tensor block_buffer(int64_t rows, int64_t in, const at::TensorOptions& opt) 
   at::Tensor& cache = block_cache();
   const int64_t need = rows * in;
   if (!cache.defined() || cache.scalar_type() != opt.dtype().toScalarType() ||
-      cache.numel() < need)
-    cache = at::Tensor(), cache = at::empty({need}, opt);
+      cache.numel() < need) {
+    cache = at::Tensor();  // free the old buffer first: never both at once
+    cache = at::empty({need}, opt);
+  }
   return cache.narrow(0, 0, need).view({rows, in});
 }
 
@@ -129,11 +131,12 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const Plan p{static_cast<int>(bits), W0.size(0), W0.size(1), gs, W0.size(1) / gs,
                  resolve_chunk(chunk, W0.size(0), W0.size(1)), lora_scale, grad_scale,
                  A.numel() > 0};
-    // Per row, how many weights are clipped (int32 [out], LoRA only): the backward sums the LoRA
-    // gradients of mostly clipped rows directly (cpu::merged_quantize_backward_rows).
-    at::Tensor clipped = p.has_lora && !x2.is_cuda()
-                             ? at::empty({p.out}, x2.options().dtype(at::kInt))
-                             : at::empty({0}, x2.options().dtype(at::kInt));
+    // Per row, how many weights are clipped (int32 [out]): the backward sums the LoRA gradients
+    // of mostly clipped rows directly (cpu::merged_quantize_backward_rows). Left empty where the
+    // backward sums every row directly anyway (small layers), and without LoRA or on CUDA.
+    const bool count_clipped = p.has_lora && !x2.is_cuda() &&
+                               p.out * p.in > detail::lora_direct_max_elements();
+    at::Tensor clipped = at::empty({count_clipped ? p.out : 0}, x2.options().dtype(at::kInt));
     ctx->saved_data["bits"] = bits;
     ctx->saved_data["gs"] = gs;
     ctx->saved_data["lora_scale"] = lora_scale;
@@ -153,7 +156,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     auto buf = block_buffer(p.chunk, p.in, x2.options());
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       auto Wc = buf.narrow(0, 0, n);
-      merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc, p.has_lora ? &clipped : nullptr);
+      merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc, count_clipped ? &clipped : nullptr);
       auto Yc = Y.narrow(1, r0, n);
       at::mm_out(Yc, x2, Wc.t());
     });
@@ -221,8 +224,9 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     // directly; elsewhere the subtraction at most scales rounding by 4/3.
     // A small layer has every row direct: the unmasked products are four skinny GEMMs whose
     // fixed cost (tens of microseconds each with two threads) exceeds the direct sums below
-    // 64K weights (stories260K's quick start trains 6% slower otherwise).
-    const bool all_direct = need_lora && p.out * p.in <= detail::lora_direct_max_elements();
+    // 64K weights (stories260K's quick start trains 6% slower otherwise). The forward decided:
+    // it counted clipped weights only for the other layers.
+    const bool all_direct = need_lora && clipped.numel() == 0;
     const at::Tensor direct = !need_lora  ? at::Tensor()
                               : all_direct ? at::ones({p.out}, x2.options().dtype(at::kByte))
                                            : (clipped * 4 > p.in).to(at::kByte);

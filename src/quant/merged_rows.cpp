@@ -3,15 +3,15 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
-#include <string>
 #include <optional>
-#include <stdexcept>
+#include <string>
 #include <vector>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
 
 #include "common/quant_math.h"
+#include "l4q/error.h"
 
 // Each entry point is compiled twice, for AVX2 + FMA and for the baseline, and picks one by
 // CPU at run time. The bodies below are always inlined into each variant so the whole loop
@@ -219,7 +219,8 @@ bool cpu_has_avx2_fma() {
 // above: the rank sum is a chain of dependent FMAs per element and the quantizer has
 // branches). They perform exactly the generic code's operations per element, in the same order
 // (the rank sum with FMA, then a multiply and an add; IEEE division; the same lane of the same
-// partial sum for every element), so both variants give the same bits (MergedRows.* tests).
+// partial sum for every element), so both variants give the same bits
+// (LoraRegimes.GenericAndAvx2LoopsGiveTheSameBits).
 //
 // Throughput: the rank sum is latency-bound per element (r dependent FMAs), so tiles of kNV
 // vectors (64 elements) keep 8 independent chains in flight. Each element reads r values of A
@@ -255,7 +256,8 @@ L4Q_INLINE void for_spans(int64_t rows, int64_t in, int64_t gs, F&& f) {
 // acc[v] = W_comb for elements [j + 8v, j + 8v + 8), v < NV.
 template <int NV>
 L4Q_AVX2 L4Q_INLINE void merged_tile_avx2(const float* w0, const float* A, const float* Bi,
-                                     float scale, int64_t r, int64_t in, int64_t j, __m256* acc) {
+                                          float scale, int64_t r, int64_t in, int64_t j,
+                                          __m256* acc) {
   for (int v = 0; v < NV; ++v) acc[v] = _mm256_setzero_ps();
   for (int64_t k = 0; k < r; ++k) {
     const __m256 bk = _mm256_set1_ps(Bi[k]);
@@ -291,8 +293,8 @@ L4Q_AVX2 L4Q_INLINE __m256 dequantize8(__m256 w_int, __m256 s, __m256 b) {
 // Returns how many of the tile's elements are clipped.
 template <int NV>
 L4Q_AVX2 L4Q_INLINE int quantize_tile_avx2(const float* w0, const float* A, const float* Bi,
-                                      float scale, int64_t r, int64_t in, int64_t j, __m256 s,
-                                      __m256 b, __m256 qn, __m256 qp, float* d) {
+                                           float scale, int64_t r, int64_t in, int64_t j,
+                                           __m256 s, __m256 b, __m256 qn, __m256 qp, float* d) {
   __m256 w[NV];
   merged_tile_avx2<NV>(w0, A, Bi, scale, r, in, j, w);
   int n_in = 0;
@@ -579,7 +581,8 @@ RowsIsa rows_isa() {
 
 void set_rows_isa(std::optional<RowsIsa> isa) {
   if (isa && !rows_isa_available(*isa))
-    throw std::runtime_error("[set_rows_isa] this CPU or build lacks the requested instruction set");
+    fail("[set_rows_isa] isa: this CPU or build lacks instruction set ", static_cast<int>(*isa),
+         " (0: generic, 1: AVX2 + FMA)");
   g_isa.store(isa ? static_cast<int>(*isa) : -1, std::memory_order_relaxed);
 }
 
