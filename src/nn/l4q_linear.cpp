@@ -30,22 +30,25 @@ struct Plan {
   bool has_lora;
 };
 
-// Rows of W per transient block when the caller leaves row_chunk at 0: blocks of about 8M
-// elements (32 MiB in fp32), but never fewer than kAutoChunkMinRows rows, rounded down to a
-// multiple of 64. A layer's only transient of that size is one such block (the forward's W_q;
-// in backward G, then W_q written over it). Why this large: every block re-reads X (the G and
-// forward GEMMs pack it again) and read-modify-writes dX, and OpenBLAS's SGEMM loses 10-25%
-// when the block's rows, one GEMM dimension, drop below ~512 (the 11008 -> 4096 projection:
-// 381-row blocks cost 197 ms per forward GEMM and 186 ms for G, 1024-row blocks 165 and 162;
-// docs/benchmarks.md). The floor makes very wide layers' blocks larger than 32 MiB
-// (1024 x 11008 fp32: 45 MiB), still a small fraction of their weight.
-constexpr int64_t kAutoChunkElements = int64_t(1) << 23;
+// Rows of W per transient block when the caller leaves row_chunk at 0: the fewest equal blocks
+// of at most 12M elements (48 MiB in fp32), but never fewer than kAutoChunkMinRows rows,
+// rounded up to a multiple of 64. A layer's only transient of that size is one such block (the
+// forward's W_q; in backward G, then W_q written over it). Why this large: every block re-reads
+// X (the G and forward GEMMs pack it again) and read-modify-writes dX, and OpenBLAS's SGEMM
+// loses 10-25% when the block's rows, one GEMM dimension, drop below ~512 (the 11008 -> 4096
+// projection: 381-row blocks cost 197 ms per forward GEMM and 186 ms for G, 1024-row blocks 165
+// and 162; docs/benchmarks.md). Equal blocks: a LLaMA-7B MLP's two projections then need the
+// same 45 MiB (4 x 2752 rows of 4096, 4 x 1024 rows of 11008), so the wider blocks of the
+// first cost no peak memory. The floor makes very wide layers' blocks larger than 48 MiB.
+constexpr int64_t kAutoChunkElements = int64_t(12) << 20;
 constexpr int64_t kAutoChunkMinRows = 1024;
 
 int64_t resolve_chunk(int64_t chunk, int64_t out, int64_t in) {
   if (chunk <= 0) {
-    chunk = std::max<int64_t>(kAutoChunkMinRows, kAutoChunkElements / std::max<int64_t>(in, 1));
-    chunk = chunk / 64 * 64;
+    const int64_t most =
+        std::max<int64_t>(kAutoChunkMinRows, kAutoChunkElements / std::max<int64_t>(in, 1));
+    const int64_t blocks = (out + most - 1) / most;
+    chunk = ((out + blocks - 1) / blocks + 63) / 64 * 64;
   }
   return std::min(chunk, out);
 }

@@ -12,21 +12,22 @@
 //
 // Bits: W_comb[i, j] = W0[i, j] + scale * acc, acc = fma(B[i, r-1], A[r-1, j], ... fma(B[i, 0],
 // A[0, j], 0)): the rank sum in a fixed order with fused multiply-adds, then a multiply and an
-// add. Every caller (forward, backward, merge()) goes through merged_row_tile(), so they all
-// see the same bits whatever the row blocks, the thread count or the instruction set (the
-// entry points are compiled for AVX2+FMA and for the baseline, chosen at run time; std::fma is
-// exact in both).
+// add. Every caller (forward, backward, merge()) goes through these loops, so they all see the
+// same bits whatever the row blocks, the thread count or the instruction set (the loops are
+// compiled for the baseline, AVX2 + FMA and AVX-512, chosen at run time; merged_rows_kernels.h
+// says how the variants keep the same order of operations).
 #pragma once
 #include <cstdint>
 #include <optional>
 
 namespace l4q::cpu {
 
-// The instruction set of these loops: AVX2 + FMA when the CPU has them (and L4Q_CPU_ISA is not
-// "base"), else the generic code, unless pinned. Both give the same bits; tests pin each in
-// turn to check that. set_rows_isa(std::nullopt) returns to automatic; pinning an instruction
-// set the CPU lacks throws.
-enum class RowsIsa { Base = 0, Avx2 = 1 };
+// The instruction set of these loops: the widest the CPU has (AVX-512 F/VL/DQ, else AVX2 + FMA,
+// else the generic code), capped by the environment variable L4Q_CPU_ISA=avx2 or =base, unless
+// pinned. All give the same bits; tests pin each in turn to check that.
+// set_rows_isa(std::nullopt) returns to automatic; pinning an instruction set the CPU lacks
+// throws.
+enum class RowsIsa { Base = 0, Avx2 = 1, Avx512 = 2 };
 RowsIsa rows_isa();
 bool rows_isa_available(RowsIsa isa);
 void set_rows_isa(std::optional<RowsIsa> isa);

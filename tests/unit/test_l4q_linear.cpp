@@ -491,10 +491,12 @@ TEST(L4QLinear, RejectsBadConfiguration) {
 // directly (cpu::merged_quantize_backward_rows). Rows here span both regimes: no clipping, a
 // few clipped, about half, all.
 struct MixedRows {
-  Case c{40, 64, 16, 4, 3, {6, 3}, true, 7, 1.0};
+  static inline const Case kCase{40, 64, 16, 4, 3, {6, 3}, true, 7, 1.0};
+  Case c;
   Inputs in;
   // The same values (drawn in fp64) in either dtype.
-  explicit MixedRows(at::ScalarType dt) : in(make_inputs(c, at::kDouble, 21)) {
+  explicit MixedRows(at::ScalarType dt, const Case& shape = kCase)
+      : c(shape), in(make_inputs(c, at::kDouble, 21)) {
     // Per-row step factors: 1 keeps every weight in range (L4Q init), < 1 clips more and more.
     const double f[] = {1.0, 0.93, 0.8, 0.45, 0.2, 1e-3};
     auto rowf = at::empty({c.out, 1}, at::kDouble);
@@ -562,19 +564,35 @@ TEST_P(LoraRegimes, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
   EXPECT_LT(rel_err(got[3].to(at::kDouble), want[3]), 1e-5) << "B";
 }
 
-TEST_P(LoraRegimes, GenericAndAvx2LoopsGiveTheSameBits) {
-  if (!cpu::rows_isa_available(cpu::RowsIsa::Avx2)) GTEST_SKIP() << "no AVX2/FMA here";
+// Every instruction set's loops give the generic code's bits (merged_rows_kernels.h): on
+// MixedRows' shape (groups of 16: only 8-lane tiles and tails) and on one whose groups of 44
+// take the AVX-512 loops' 32-element tiles, then an 8-lane tile and 4 single elements, with
+// blocks of 7 rows (4- and 2-row tiles plus leftover rows).
+TEST_P(LoraRegimes, EveryInstructionSetGivesTheSameBits) {
   const DirectThreshold th(GetParam());
-  const MixedRows m(at::kFloat);
-  auto run_with = [&](cpu::RowsIsa isa) {
-    cpu::set_rows_isa(isa);
-    auto r = m.run(0.5, 0.25);
-    cpu::set_rows_isa(std::nullopt);
-    return r;
-  };
-  const auto base = run_with(cpu::RowsIsa::Base), avx2 = run_with(cpu::RowsIsa::Avx2);
+  std::vector<cpu::RowsIsa> isas;
+  for (auto isa : {cpu::RowsIsa::Avx2, cpu::RowsIsa::Avx512})
+    if (cpu::rows_isa_available(isa)) isas.push_back(isa);
+  if (isas.empty()) GTEST_SKIP() << "only the generic loops on this CPU";
   const char* names[] = {"y", "x", "A", "B", "s", "b"};
-  for (size_t k = 0; k < base.size(); ++k) EXPECT_TRUE(at::equal(base[k], avx2[k])) << names[k];
+  for (const Case& c : {MixedRows::kCase, Case{43, 176, 44, 4, 3, {6, 3}, true, 7, 1.0}}) {
+    const MixedRows m(at::kFloat, c);
+    auto run_with = [&](cpu::RowsIsa isa) {
+      cpu::set_rows_isa(isa);
+      auto r = m.run(0.5, 0.25);
+      cpu::set_rows_isa(std::nullopt);
+      return r;
+    };
+    const auto frac = m.clipped_per_row(0.5);
+    EXPECT_GT(((frac > 0) & (frac < 0.25)).sum().item<int64_t>(), 0);
+    const auto base = run_with(cpu::RowsIsa::Base);
+    for (auto isa : isas) {
+      const auto got = run_with(isa);
+      for (size_t k = 0; k < base.size(); ++k)
+        EXPECT_TRUE(at::equal(base[k], got[k]))
+            << names[k] << ", isa " << static_cast<int>(isa) << ", in " << c.in;
+    }
+  }
   EXPECT_THROW(cpu::set_rows_isa(static_cast<cpu::RowsIsa>(7)), std::exception);
 }
 
