@@ -1,13 +1,13 @@
 // The AVX-512 variants of the fp32 row loops (merged_rows_kernels.h); fp64 uses the AVX2 ones.
 //
-// Why: the AVX2 loops spend most of their time in the rank-r sum, 2r FMAs and r loads of A per
+// Why: the AVX2 loops spend most of their time in the rank-r sum, r FMAs and r loads of A per
 // 8 elements, re-reading A for every row. Here a tile is R rows x kZV registers of 16 floats
 // (32 elements per row): each load of A serves R rows and each FMA 16 elements. On the 7B MLP
-// pair at two threads (docs/benchmarks.md) this takes the forward pass from 0.57 to 0.34 ns per
-// weight element (a plain copy of W0 costs 0.25) and the backward pass from 0.89 to 0.61. The
-// forward uses 4-row tiles; the backward, which holds two partial sums per row besides, 2-row
-// tiles (4 rows measured slower there). Rows walk their full width: blocking by column spans
-// measured no faster.
+// shapes at two threads, caches warm, this takes the forward pass from 0.57 to 0.34 ns per
+// weight element (a plain copy of W0 costs 0.25) and the backward pass from 0.89 to 0.61
+// (docs/benchmarks.md). The forward uses 4-row tiles; the backward, which also holds two
+// partial sums per row, 2-row tiles (4 rows measured slower there). Rows walk their full
+// width: blocking by column spans measured no faster.
 //
 // Same bits as every other variant: the per-element operations are the AVX2 ones on 16 lanes,
 // and the backward's group sums keep their 8 lanes (a register of 16 products is added to the

@@ -23,9 +23,9 @@ struct L4QOptions {
   QuantGrid grid;
   double lora_scale = 1.0;  // alpha / r
   double grad_scale = 0.0;  // LSQ g; <= 0 means lsq_grad_scale(grid, in)
-  // Rows of W per transient block in forward and backward; 0: automatic (about 8M elements,
-  // at least 1024 rows: one block buffer of 32 MiB in fp32 for most layers, 45 MiB for an
-  // 11008-wide one).
+  // Rows of W per transient block in forward and backward; 0: automatic (the fewest equal
+  // blocks of at most 12M elements, at least 1024 rows: one block buffer of at most 48 MiB in
+  // fp32 for layers up to 12K wide, 45 MiB for each of LLaMA-7B's MLP projections).
   int64_t row_chunk = 0;
 };
 
