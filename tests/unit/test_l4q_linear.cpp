@@ -564,8 +564,8 @@ TEST_P(LoraRegimes, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
   EXPECT_LT(rel_err(got[3].to(at::kDouble), want[3]), 1e-5) << "B";
 }
 
-// Every instruction set's loops give the generic code's bits (merged_rows_kernels.h): on
-// MixedRows' shape (groups of 16: only 8-lane tiles and tails) and on one whose groups of 44
+// Every instruction set's loops give the generic code's bits (merged_rows_kernels.h), for L4Q
+// and for full LSQ QAT (W0 trained): on MixedRows' shape (groups of 16: only 8-lane tiles and tails) and on one whose groups of 44
 // take the AVX-512 loops' 32-element tiles, then an 8-lane tile and 4 single elements, with
 // blocks of 7 rows (4- and 2-row tiles plus leftover rows).
 TEST_P(LoraRegimes, EveryInstructionSetGivesTheSameBits) {
@@ -583,14 +583,32 @@ TEST_P(LoraRegimes, EveryInstructionSetGivesTheSameBits) {
       cpu::set_rows_isa(std::nullopt);
       return r;
     };
+    // Full LSQ QAT on the same weights: W0 trained (dW = M * G written into G), no LoRA.
+    auto full_qat_with = [&](cpu::RowsIsa isa) {
+      cpu::set_rows_isa(isa);
+      auto W = m.in.W0.clone().set_requires_grad(true);
+      auto s = m.in.s.clone().set_requires_grad(true), b = m.in.b.clone().set_requires_grad(true);
+      auto y = l4q_linear(m.in.x, W, {}, {}, s, b, {}, {{c.bits, c.gs}, 1.0, 0.25, c.chunk});
+      at::manual_seed(6);
+      (y * at::randn(y.sizes(), at::kDouble).to(y.scalar_type())).sum().backward();
+      cpu::set_rows_isa(std::nullopt);
+      return std::vector<at::Tensor>{y.detach(), W.grad(), s.grad(), b.grad()};
+    };
+    const char* qat_names[] = {"y (full QAT)", "W", "s (full QAT)", "b (full QAT)"};
     const auto frac = m.clipped_per_row(0.5);
     EXPECT_GT(((frac > 0) & (frac < 0.25)).sum().item<int64_t>(), 0);
     const auto base = run_with(cpu::RowsIsa::Base);
+    const auto base_qat = full_qat_with(cpu::RowsIsa::Base);
+    EXPECT_GT((base_qat[1] == 0).sum().item<int64_t>(), 0);  // some weights clipped: M = 0
     for (auto isa : isas) {
       const auto got = run_with(isa);
       for (size_t k = 0; k < base.size(); ++k)
         EXPECT_TRUE(at::equal(base[k], got[k]))
             << names[k] << ", isa " << static_cast<int>(isa) << ", in " << c.in;
+      const auto got_qat = full_qat_with(isa);
+      for (size_t k = 0; k < base_qat.size(); ++k)
+        EXPECT_TRUE(at::equal(base_qat[k], got_qat[k]))
+            << qat_names[k] << ", isa " << static_cast<int>(isa) << ", in " << c.in;
     }
   }
   EXPECT_THROW(cpu::set_rows_isa(static_cast<cpu::RowsIsa>(7)), std::exception);
