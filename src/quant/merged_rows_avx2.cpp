@@ -9,6 +9,7 @@
 // measured slower when blocked.
 #include "quant/merged_rows_kernels.h"
 
+#include <algorithm>
 #include <vector>
 
 #if L4Q_HAVE_X86_VARIANTS

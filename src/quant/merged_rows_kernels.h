@@ -13,7 +13,6 @@
 // reduced in lane order. So all of them give the same bits
 // (LoraRegimes.EveryInstructionSetGivesTheSameBits).
 #pragma once
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -41,6 +40,19 @@ namespace l4q::cpu::kernels {
 // Elements processed together: one AVX2 register of floats. The fixed-size inner loops below
 // are what the vectoriser turns into single vector instructions.
 constexpr int kV = 8;
+
+// A group's kV lane sums of the backward pass reduced in lane order into *ds and *db: the one
+// order every variant uses.
+template <typename T>
+L4Q_INLINE void store_group_sums(const T* acc_s, const T* acc_b, T* ds, T* db) {
+  T ts = 0, tb = 0;
+  for (int l = 0; l < kV; ++l) {
+    ts += acc_s[l];
+    tb += acc_b[l];
+  }
+  *ds = ts;
+  *db = tb;
+}
 
 // W_comb for elements [j, j + kV) of row i: W0 + scale * sum_k B[k] A[k, j].
 template <typename T>
@@ -202,13 +214,7 @@ L4Q_INLINE void merged_quantize_backward_rows_impl(const T* W0, const T* A, cons
         d[j] = qmath::dequantize(e.w_int, sg, bg);
         if (any_corr && e.in == dir) correct_elem(corr, j, gj);
       }
-      T ts = 0, tb = 0;
-      for (int l = 0; l < kV; ++l) {
-        ts += acc_s[l];
-        tb += acc_b[l];
-      }
-      ds[i * groups + g] = ts;
-      db[i * groups + g] = tb;
+      store_group_sums(acc_s, acc_b, ds + i * groups + g, db + i * groups + g);
     }
     if (want_dB)
       for (int64_t k = 0; k < r; ++k) dB_clip[i * r + k] = dir ? -accB[k] : accB[k];
@@ -412,13 +418,7 @@ L4Q_AVX2 L4Q_INLINE void finish_group_avx2(const BackwardRow& row, const float* 
       row.list->j[row.list->n++] = static_cast<int32_t>(j);
     }
   }
-  float ts = 0, tb = 0;
-  for (int l = 0; l < kV; ++l) {
-    ts += ls[l];
-    tb += lb[l];
-  }
-  *ds = ts;
-  *db = tb;
+  store_group_sums(ls, lb, ds, db);
 }
 
 // The corrections of one row from its list of selected elements (merged_rows.h), in ascending
