@@ -2,11 +2,19 @@
 
 #include <ATen/Parallel.h>
 #include <sched.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
+
+#include "l4q/error.h"
 
 namespace l4q {
 
@@ -42,5 +50,21 @@ int parallel_for_threads() {
 }
 
 void init_runtime(int threads) { set_num_threads(threads); }
+
+bool keep_freed_memory() {
+  const char* env = std::getenv("L4Q_MALLOC");
+  const std::string mode = env ? env : "keep";
+  if (mode != "keep" && mode != "glibc")
+    fail("environment variable L4Q_MALLOC: expected keep or glibc, got '", mode, "'");
+  if (mode == "glibc") return false;
+#if defined(__GLIBC__)
+  // No mmapped blocks at all: the heap serves every size, and a freed block is reused by the
+  // next step's allocation of the same size. The heap's top is still returned to the OS once
+  // more than INT_MAX bytes of it are free (a one-off peak, not the steady state).
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
+#else
+  return false;
+#endif
+}
 
 }  // namespace l4q

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
 
   try {
     l4q::init_runtime(threads);
+    l4q::keep_freed_memory();  // L4Q_MALLOC=glibc to keep glibc's defaults
     const auto t0 = std::chrono::steady_clock::now();
     const auto loaded = l4q::load_any_model(model_path, tokenizer_path);
     const l4q::LlamaModel& model = *loaded.model;

@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
 
   try {
     l4q::init_runtime(threads);
+    l4q::keep_freed_memory();  // L4Q_MALLOC=glibc to keep glibc's defaults
     opt.stop_at_eos = !ignore_eos;
     opt.use_cache = !no_cache;
 

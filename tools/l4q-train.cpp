@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "l4q/error.h"
+#include "l4q/runtime.h"
 #include "l4q/train/config.h"
 #include "l4q/train/trainer.h"
 
@@ -71,6 +72,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   try {
+    l4q::keep_freed_memory();  // L4Q_MALLOC=glibc to keep glibc's defaults
     // The base document: the config file, else the resumed run's own config.
     std::string text = "{}", where = "command line";
     if (!config_path.empty()) {

@@ -71,18 +71,20 @@ bool rows_isa_available(RowsIsa isa) {
   return false;
 }
 
-// Automatic: the widest the CPU has, capped by L4Q_CPU_ISA=base or =avx2 (to compare them).
+RowsIsa capped_isa(RowsIsa widest, const char* cap_env) {
+  const std::string cap = cap_env ? cap_env : "";
+  if (!cap.empty() && cap != "avx512" && cap != "avx2" && cap != "base")
+    fail("environment variable L4Q_CPU_ISA: expected avx512, avx2 or base, got '", cap, "'");
+  if (cap == "base") return RowsIsa::Base;
+  if (cap == "avx2" && widest == RowsIsa::Avx512) return RowsIsa::Avx2;
+  return widest;
+}
+
 RowsIsa automatic_isa() {
-  static const RowsIsa isa = [] {
-    RowsIsa best = cpu_has_avx512()     ? RowsIsa::Avx512
-                   : cpu_has_avx2_fma() ? RowsIsa::Avx2
-                                        : RowsIsa::Base;
-    const char* env = std::getenv("L4Q_CPU_ISA");
-    const std::string cap = env ? env : "";
-    if (cap == "base") best = RowsIsa::Base;
-    if (cap == "avx2" && best == RowsIsa::Avx512) best = RowsIsa::Avx2;
-    return best;
-  }();
+  static const RowsIsa isa = capped_isa(cpu_has_avx512()     ? RowsIsa::Avx512
+                                        : cpu_has_avx2_fma() ? RowsIsa::Avx2
+                                                             : RowsIsa::Base,
+                                        std::getenv("L4Q_CPU_ISA"));
   return isa;
 }
 

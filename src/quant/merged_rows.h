@@ -31,6 +31,10 @@ enum class RowsIsa { Base = 0, Avx2 = 1, Avx512 = 2 };
 RowsIsa rows_isa();
 bool rows_isa_available(RowsIsa isa);
 void set_rows_isa(std::optional<RowsIsa> isa);
+// The automatic choice: widest, capped by the value of L4Q_CPU_ISA (null or empty: no cap;
+// "avx512", "avx2" or "base"); any other value throws l4q::Error naming the variable rather
+// than silently running something else.
+RowsIsa capped_isa(RowsIsa widest, const char* cap_env);
 
 // dst = W_comb rows (no quantization). r = 0: dst = W0.
 void merged_rows(const float* W0, const float* A, const float* B, float scale, int64_t r,

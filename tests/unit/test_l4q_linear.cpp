@@ -8,8 +8,10 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
+#include "l4q/error.h"
 #include "l4q/memory.h"
 #include "l4q/nn/l4q_linear.h"
 #include "nn/l4q_linear_tuning.h"
@@ -562,6 +564,26 @@ TEST_P(LoraRegimes, LoraGradientsFp32CloseToFp64InEveryClippingRegime) {
   const auto got = m32.run(0.5, 0.25), want = m64.run(0.5, 0.25);
   EXPECT_LT(rel_err(got[2].to(at::kDouble), want[2]), 1e-5) << "A";
   EXPECT_LT(rel_err(got[3].to(at::kDouble), want[3]), 1e-5) << "B";
+}
+
+// L4Q_CPU_ISA caps the automatic choice, never raises it, and a value it does not know is an
+// error naming the variable (it was silently ignored).
+TEST(RowsIsa, EnvironmentCapsTheChoice) {
+  using cpu::RowsIsa;
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Avx512, nullptr), RowsIsa::Avx512);
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Avx512, ""), RowsIsa::Avx512);
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Avx512, "avx512"), RowsIsa::Avx512);
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Avx512, "avx2"), RowsIsa::Avx2);
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Avx512, "base"), RowsIsa::Base);
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Avx2, "avx512"), RowsIsa::Avx2);
+  EXPECT_EQ(cpu::capped_isa(RowsIsa::Base, "avx2"), RowsIsa::Base);
+  try {
+    cpu::capped_isa(RowsIsa::Avx512, "AVX2");
+    FAIL() << "no error for L4Q_CPU_ISA=AVX2";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("L4Q_CPU_ISA"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'AVX2'"), std::string::npos) << e.what();
+  }
 }
 
 // Every instruction set's loops give the generic code's bits (merged_rows_kernels.h), for L4Q

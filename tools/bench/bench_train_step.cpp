@@ -98,6 +98,7 @@ struct Mode {
 int main(int argc, char** argv) {
   const Args a = parse(argc, argv);
   const int threads = l4q::set_num_threads(a.threads);
+  const bool kept = l4q::keep_freed_memory();  // as l4q-train does; L4Q_MALLOC=glibc: glibc's defaults
   l4q::LlamaConfig c;
   c.vocab_size = a.vocab;
   c.hidden_size = a.hidden;
@@ -143,10 +144,12 @@ int main(int argc, char** argv) {
   };
 
   std::printf("bench_train_step: %s %d-bit g%lld r%lld, hidden %lld, inter %lld, %lld layers, "
-              "%lld heads, vocab %lld, batch %lld x seq %lld, %d threads, %d timed steps\n",
+              "%lld heads, vocab %lld, batch %lld x seq %lld, %d threads, %d timed steps, "
+              "freed memory %s\n",
               a.method.c_str(), a.bits, (long long)a.group, (long long)a.rank, (long long)a.hidden,
               (long long)a.inter, (long long)a.layers, (long long)a.heads, (long long)a.vocab,
-              (long long)a.batch, (long long)a.seq, threads, a.steps);
+              (long long)a.batch, (long long)a.seq, threads, a.steps,
+              kept ? "kept (L4Q_MALLOC=keep)" : "returned to the OS (glibc defaults)");
   Mode modes[2] = {{"plain", false, {}, 0}, {"checkpointed", true, {}, 0}};
   for (auto& m : modes) step(m);  // warm-up (first-touch allocations, optimizer state)
   for (int s = 0; s < a.steps; ++s)
