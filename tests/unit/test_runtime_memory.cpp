@@ -70,6 +70,8 @@ TEST(RuntimeMemory, BadModeIsAnErrorNamingTheVariable) {
 TEST(RuntimeMemory, KeptMemoryIsReusedWithoutPageFaults) {
 #if !defined(__GLIBC__)
   GTEST_SKIP() << "the setting is glibc's";
+#elif defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's allocator replaces glibc's";
 #else
   {
     EnvVar env("glibc");
