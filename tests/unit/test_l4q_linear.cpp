@@ -587,9 +587,9 @@ TEST(RowsIsa, EnvironmentCapsTheChoice) {
 }
 
 // Every instruction set's loops give the generic code's bits (merged_rows_kernels.h), for L4Q
-// and for full LSQ QAT (W0 trained): on MixedRows' shape (groups of 16: only 8-lane tiles and tails) and on one whose groups of 44
-// take the AVX-512 loops' 32-element tiles, then an 8-lane tile and 4 single elements, with
-// blocks of 7 rows (4- and 2-row tiles plus leftover rows).
+// and for full LSQ QAT (W0 trained): on MixedRows' shape (groups of 16: only 8-lane tiles and
+// tails) and on one whose groups of 44 take the AVX-512 loops' 32-element tiles, then an 8-lane
+// tile and 4 single elements, with blocks of 7 rows (4- and 2-row tiles plus leftover rows).
 TEST_P(LoraRegimes, EveryInstructionSetGivesTheSameBits) {
   const DirectThreshold th(GetParam());
   std::vector<cpu::RowsIsa> isas;
