@@ -1,8 +1,9 @@
 // The weight-gradient GEMM of the L4Q backward, G = dY^T X (K = tokens), per row block as
-// l4q_linear computes it, with OpenBLAS (at::mm_out, today's path) against a plain AVX-512
-// kernel of our own, in the same run. Not used by the library yet: it measures whether a G
-// kernel whose epilogue runs the backward pass on register tiles (docs/benchmarks.md) can keep
-// OpenBLAS's speed. Each block's G is compared with OpenBLAS's before anything is timed.
+// l4q_linear computes it, with OpenBLAS (at::mm_out, the library's path) against a plain
+// AVX-512 kernel of our own, in the same run. Each block's G is compared with OpenBLAS's before
+// anything is timed. The kernel is not in the library: with the backward pass fused behind it
+// (docs/experiments/tiled-weight-grad.patch) the step was no faster, because the pass is bound
+// by its own instructions, not by G's traffic (docs/benchmarks.md, fifth session).
 //
 //   bench_g_gemm [--tokens 512] [--reps 5] [--threads 0] [--block-cols 512]
 //

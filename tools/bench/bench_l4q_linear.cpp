@@ -10,6 +10,9 @@
 // shrinks the initial step sizes so that the quantizer clips weights (the cost of L4Q's clip
 // corrections grows with the clipped fraction, printed first).
 //
+// Time ratios pair each step with lora's step of the same round; the table gives their median
+// and the middle half of them (quartiles), which shows how far one run can be trusted.
+//
 // Peak memory is the allocator-level high-water mark (l4q::MemoryMeter) of everything the
 // step allocates, including the frozen weights, which every method holds.
 //
@@ -89,6 +92,7 @@ struct Result {
   std::string name;
   double ms = 0, cpu_ms = 0;
   double ratio = 0, cpu_ratio = 0;  // medians over reps of (this method / the first), paired
+  double ratio_q1 = 0, ratio_q3 = 0;  // quartiles of the paired wall-time ratios
   int64_t peak = 0;
 };
 
@@ -115,10 +119,12 @@ void step(Case& c) {
   c.x.mutable_grad().zero_();
 }
 
-double median(std::vector<double> v) {
+// The q-quantile of v (nearest rank; q = 0.5: the median).
+double quantile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
+  return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
 }
+double median(const std::vector<double>& v) { return quantile(v, 0.5); }
 
 // Peak memory: one step per method, each from a fresh meter holding only its own tensors.
 // Time: the methods take turns, rep by rep, so a change in machine load hits them alike.
@@ -157,11 +163,14 @@ std::vector<Result> run_all(std::vector<std::pair<std::string, Method>> methods,
   auto paired = [&](const std::vector<double>& a, const std::vector<double>& base) {
     std::vector<double> q;
     for (size_t i = 0; i < a.size(); ++i) q.push_back(a[i] / base[i]);
-    return median(q);
+    return q;
   };
-  for (auto& c : cases)
-    rs.push_back({c.name, median(c.wall), median(c.cpu), paired(c.wall, cases[0].wall),
-                  paired(c.cpu, cases[0].cpu), c.peak});
+  for (auto& c : cases) {
+    const auto wall = paired(c.wall, cases[0].wall);
+    rs.push_back({c.name, median(c.wall), median(c.cpu), median(wall),
+                  median(paired(c.cpu, cases[0].cpu)), quantile(wall, 0.25), quantile(wall, 0.75),
+                  c.peak});
+  }
   return rs;
 }
 
@@ -215,11 +224,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const auto rs = run_all(methods, a);
-  std::printf("| method | step ms (wall) | time vs lora | step ms (cpu) | cpu vs lora | peak MiB | memory vs lora |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf("| method | step ms (wall) | time vs lora | middle half of the steps | step ms (cpu) | cpu vs lora | peak MiB | memory vs lora |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rs)
-    std::printf("| %s | %.1f | %.2fx | %.1f | %.2fx | %.1f | %.3fx |\n", r.name.c_str(), r.ms,
-                r.ratio, r.cpu_ms, r.cpu_ratio, r.peak / 1048576.0,
-                double(r.peak) / double(rs[0].peak));
+    std::printf("| %s | %.1f | %.2fx | %.2f-%.2fx | %.1f | %.2fx | %.1f | %.3fx |\n",
+                r.name.c_str(), r.ms, r.ratio, r.ratio_q1, r.ratio_q3, r.cpu_ms, r.cpu_ratio,
+                r.peak / 1048576.0, double(r.peak) / double(rs[0].peak));
   return 0;
 }
