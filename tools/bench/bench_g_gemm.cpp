@@ -2,8 +2,8 @@
 // l4q_linear computes it, with OpenBLAS (at::mm_out, the library's path) against a plain
 // AVX-512 kernel of our own, in the same run. Each block's G is compared with OpenBLAS's before
 // anything is timed. The kernel is not in the library: with the backward pass fused behind it
-// (docs/experiments/tiled-weight-grad.patch) the step was no faster, because the pass is bound
-// by its own instructions, not by G's traffic (docs/benchmarks.md, fifth session).
+// (docs/experiments/tiled-weight-grad.patch) the step was no faster: the pass still waits on
+// W0 and W_q in memory (docs/benchmarks.md, fifth session).
 //
 //   bench_g_gemm [--tokens 512] [--reps 5] [--threads 0] [--block-cols 512]
 //
