@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+
+#include <type_traits>
 #include <ATen/core/grad_mode.h>
+#include <c10/core/ScalarType.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "l4q/error.h"
@@ -55,20 +58,39 @@ int64_t resolve_chunk(int64_t chunk, int64_t out, int64_t in) {
 
 int64_t rank_of(const at::Tensor& A) { return A.numel() > 0 ? A.size(0) : 0; }
 
+// Calls f(w0) with W0's data from element `offset` on, as the pointer type the row loops take
+// for it with compute type T (src/quant/merged_rows.h): T itself, or for fp32 compute the
+// 16-bit storage types (a frozen W0 kept in bfloat16 or half). check_linear_args has ruled out
+// other pairs; f is only instantiated for these.
+template <typename T, typename F>
+void with_weight_data(const at::Tensor& W0, int64_t offset, F&& f) {
+  const auto wt = W0.scalar_type();
+  if constexpr (std::is_same_v<T, float>) {
+    if (wt == at::kBFloat16)
+      return f(reinterpret_cast<const cpu::Bf16*>(W0.data_ptr<at::BFloat16>()) + offset);
+    if (wt == at::kHalf) return f(reinterpret_cast<const cpu::F16*>(W0.data_ptr<at::Half>()) + offset);
+  }
+  if (wt != c10::CppTypeToScalarType<T>::value)
+    fail("[l4q_linear] tensor 'W0': dtype ", c10::toString(wt), " with compute dtype ",
+         c10::toString(c10::CppTypeToScalarType<T>::value));
+  f(W0.data_ptr<T>() + offset);
+}
+
 // Rows [r0, r0+n) of the merged weight W0 + scale * B A, written into `dst` ([n, in]).
 // The forward pass, the backward pass and merge() all build W_comb with cpu::merged_row loops
 // (src/quant/merged_rows.h), whose bits do not depend on the row blocks or threads.
 void merged_rows(const at::Tensor& W0, const at::Tensor& A, const at::Tensor& B,
                  const Plan& p, int64_t r0, int64_t n, at::Tensor& dst) {
   const int64_t r = p.has_lora ? rank_of(A) : 0;
-  AT_DISPATCH_FLOATING_TYPES(W0.scalar_type(), "l4q_merged_rows", [&] {
-    const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
+  AT_DISPATCH_FLOATING_TYPES(dst.scalar_type(), "l4q_merged_rows", [&] {
     const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
     scalar_t* d = dst.data_ptr<scalar_t>();
-    at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
-      cpu::merged_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
-                       static_cast<scalar_t>(p.lora_scale), r, i1 - i0, p.in, d + i0 * p.in);
+    with_weight_data<scalar_t>(W0, r0 * p.in, [&](const auto* w0) {
+      at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
+        cpu::merged_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+                         static_cast<scalar_t>(p.lora_scale), r, i1 - i0, p.in, d + i0 * p.in);
+      });
     });
   });
 }
@@ -105,19 +127,20 @@ void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::
                            const at::Tensor& s, const at::Tensor& b, const Plan& p, int64_t r0,
                            int64_t n, at::Tensor& dst, at::Tensor* clipped = nullptr) {
   const int64_t r = p.has_lora ? rank_of(A) : 0;
-  AT_DISPATCH_FLOATING_TYPES(W0.scalar_type(), "l4q_quantize_block", [&] {
-    const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
+  AT_DISPATCH_FLOATING_TYPES(dst.scalar_type(), "l4q_quantize_block", [&] {
     const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
     const scalar_t* sp = s.data_ptr<scalar_t>() + r0 * p.groups;
     const scalar_t* bp = b.data_ptr<scalar_t>() + r0 * p.groups;
     scalar_t* d = dst.data_ptr<scalar_t>();
     int32_t* cl = clipped ? clipped->data_ptr<int32_t>() + r0 : nullptr;
-    at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
-      cpu::merged_quantize_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
-                                static_cast<scalar_t>(p.lora_scale), r, sp + i0 * p.groups,
-                                bp + i0 * p.groups, i1 - i0, p.in, p.gs, p.bits, d + i0 * p.in,
-                                cl ? cl + i0 : nullptr);
+    with_weight_data<scalar_t>(W0, r0 * p.in, [&](const auto* w0) {
+      at::parallel_for(0, n, detail::row_grain(p.in), [&](int64_t i0, int64_t i1) {
+        cpu::merged_quantize_rows(w0 + i0 * p.in, a, r > 0 ? bl + i0 * r : nullptr,
+                                  static_cast<scalar_t>(p.lora_scale), r, sp + i0 * p.groups,
+                                  bp + i0 * p.groups, i1 - i0, p.in, p.gs, p.bits, d + i0 * p.in,
+                                  cl ? cl + i0 : nullptr);
+      });
     });
   });
 }
@@ -258,7 +281,6 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
       at::mm_out(G, dYc.t(), x2);
       // One pass: Wc <- W_q, ds, db, the clip corrections, and G <- M * G when it is dW.
       AT_DISPATCH_FLOATING_TYPES(dt, "l4q_linear_backward_block", [&] {
-        const scalar_t* w0 = W0.data_ptr<scalar_t>() + r0 * p.in;
         const scalar_t* a = r > 0 ? A.data_ptr<scalar_t>() : nullptr;
         const scalar_t* at_ = need_lora ? At.data_ptr<scalar_t>() : nullptr;
         const scalar_t* bl = r > 0 ? B.data_ptr<scalar_t>() + r0 * r : nullptr;
@@ -268,19 +290,21 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
         scalar_t* w = Wc.data_ptr<scalar_t>();
         scalar_t* gp = G.data_ptr<scalar_t>();
         const int64_t off = r0 * p.groups;
-        at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-          for (int64_t t = t0; t < t1; ++t) {
-            const int64_t i0 = n * t / tasks, i1 = n * (t + 1) / tasks;
-            if (i0 == i1) continue;
-            const int64_t o = off + i0 * p.groups;
-            cpu::merged_quantize_backward_rows(
-                w0 + i0 * p.in, a, at_, rp, r > 0 ? bl + i0 * r : nullptr,
-                static_cast<scalar_t>(p.lora_scale), r, st.data_ptr<scalar_t>() + o,
-                bt.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits, w + i0 * p.in,
-                gp + i0 * p.in, /*mask_G=*/need_w, ds.data_ptr<scalar_t>() + o,
-                db.data_ptr<scalar_t>() + o, dbc ? dbc + i0 * r : nullptr,
-                dac ? dac + t * p.in * rp : nullptr, dir ? dir + i0 : nullptr);
-          }
+        with_weight_data<scalar_t>(W0, r0 * p.in, [&](const auto* w0) {
+          at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+            for (int64_t t = t0; t < t1; ++t) {
+              const int64_t i0 = n * t / tasks, i1 = n * (t + 1) / tasks;
+              if (i0 == i1) continue;
+              const int64_t o = off + i0 * p.groups;
+              cpu::merged_quantize_backward_rows(
+                  w0 + i0 * p.in, a, at_, rp, r > 0 ? bl + i0 * r : nullptr,
+                  static_cast<scalar_t>(p.lora_scale), r, st.data_ptr<scalar_t>() + o,
+                  bt.data_ptr<scalar_t>() + o, i1 - i0, p.in, p.gs, p.bits, w + i0 * p.in,
+                  gp + i0 * p.in, /*mask_G=*/need_w, ds.data_ptr<scalar_t>() + o,
+                  db.data_ptr<scalar_t>() + o, dbc ? dbc + i0 * r : nullptr,
+                  dac ? dac + t * p.in * rp : nullptr, dir ? dir + i0 : nullptr);
+            }
+          });
         });
       });
       // Direct rows: no unmasked product (their sums are whole in dB_clip and dA_clip).
@@ -328,14 +352,15 @@ void check_linear_args(const at::Tensor& x, const at::Tensor& W0, const at::Tens
                        const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
                        const at::Tensor& bias, const L4QOptions& opt) {
   constexpr const char* op = "l4q_linear";
-  detail::check_weight(op, "W0", W0);
+  detail::check_frozen_weight(op, "W0", W0);
   const int64_t out = W0.size(0), in = W0.size(1);
+  const auto ct = detail::compute_dtype_of(W0);
   opt.grid.validate(op, in);
   if (!x.defined() || x.dim() < 1 || x.size(-1) != in)
     fail("[", op, "] tensor 'x': expected [..., ", in, "], got ", detail::shape_str(x));
-  if (x.scalar_type() != W0.scalar_type())
-    fail("[", op, "] tensor 'x': expected dtype ", c10::toString(W0.scalar_type()),
-         " (same as W0), got ", c10::toString(x.scalar_type()));
+  if (x.scalar_type() != ct)
+    fail("[", op, "] tensor 'x': expected dtype ", c10::toString(ct), " (W0's compute dtype), got ",
+         c10::toString(x.scalar_type()));
   if (A.defined() != B.defined())
     fail("[", op, "] tensors 'A', 'B': expected both defined (LoRA) or both undefined");
   if (A.defined()) {
@@ -344,11 +369,11 @@ void check_linear_args(const at::Tensor& x, const at::Tensor& W0, const at::Tens
     if (B.dim() != 2 || B.size(0) != out || B.size(1) != A.size(0))
       fail("[", op, "] tensor 'B': expected [", out, ", ", A.size(0), "], got ",
            detail::shape_str(B));
-    if (A.scalar_type() != W0.scalar_type() || B.scalar_type() != W0.scalar_type())
-      fail("[", op, "] tensors 'A', 'B': expected dtype ", c10::toString(W0.scalar_type()));
+    if (A.scalar_type() != ct || B.scalar_type() != ct)
+      fail("[", op, "] tensors 'A', 'B': expected dtype ", c10::toString(ct));
   }
   const int64_t groups = opt.grid.groups_per_row(in);
-  detail::check_step_offset(op, s, b, out, groups, W0.scalar_type());
+  detail::check_step_offset(op, s, b, out, groups, ct);
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != out))
     fail("[", op, "] tensor 'bias': expected [", out, "], got ", detail::shape_str(bias));
   if (opt.row_chunk < 0)
@@ -371,7 +396,7 @@ at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tenso
   auto lead = x.sizes().vec();
   lead.pop_back();
   const auto x2 = x.reshape({-1, in}).contiguous();
-  const auto none = at::empty({0}, W0.options());
+  const auto none = at::empty({0}, x.options());
   auto y = L4QLinearFunction::apply(x2, W0.contiguous(), A.defined() ? A.contiguous() : none,
                                     B.defined() ? B.contiguous() : none, s, b,
                                     bias.defined() ? bias : none, opt.grid.bits, gs,
@@ -406,7 +431,7 @@ L4QLinear::L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& sp
                      c10::optional<at::Generator> gen)
     : spec_(spec) {
   constexpr const char* where = "L4QLinear";
-  detail::check_weight(where, "weight", weight);
+  detail::check_frozen_weight(where, "weight", weight);
   spec_.lora.validate(where);
   spec_.grid.validate(where, weight.size(1));
   if (spec_.lora.dropout != 0)
@@ -425,10 +450,12 @@ L4QLinear::L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& sp
   at::NoGradGuard no_grad;
   weight_ = weight.detach().contiguous();
   bias_ = bias.defined() ? bias.detach().contiguous() : bias;
-  const auto dt = weight_.scalar_type();
+  // A weight kept in 16 bits stays so (half the memory; the L4Q loops widen it as they read);
+  // the adapter, the quantizer and the computation are fp32.
+  const auto dt = detail::compute_dtype_of(weight_);
   a_ = init_lora_a(spec_.lora.rank, in_features(), dt, gen).set_requires_grad(true);
   b_lora_ = init_lora_b(out_features(), spec_.lora.rank, dt).set_requires_grad(true);
-  auto so = init_step_offset(weight_, spec_.grid, spec_.init);
+  auto so = init_step_offset(weight_.to(dt), spec_.grid, spec_.init);
   s_ = so.s.set_requires_grad(true);
   offset_ = so.b.set_requires_grad(true);
 }
@@ -439,7 +466,7 @@ L4QOptions L4QLinear::options() const {
 
 at::Tensor L4QLinear::forward(const at::Tensor& x) const {
   if (!quantize_) {
-    auto y = at::matmul(x, weight_.t()) +
+    auto y = at::matmul(x, weight_.to(a_.scalar_type()).t()) +
              at::matmul(at::matmul(x, a_.t()), b_lora_.t()) * spec_.lora.scale();
     return bias_.defined() ? y + bias_ : y;
   }
@@ -463,7 +490,7 @@ at::Tensor L4QLinear::effective_weight() const {
 
 at::Tensor L4QLinear::merged_float_weight() const {
   at::NoGradGuard no_grad;
-  return at::addmm(weight_, b_lora_, a_, 1.0, spec_.lora.scale());
+  return at::addmm(weight_.to(a_.scalar_type()), b_lora_, a_, 1.0, spec_.lora.scale());
 }
 
 void L4QLinear::init_quantizer(LsqInit init) {
@@ -482,7 +509,7 @@ MergedWeight L4QLinear::merge() const {
   const Plan p{spec_.grid.bits, out_features(), in, gs, in / gs,
                resolve_chunk(spec_.row_chunk, out_features(), in), opt.lora_scale, 0.0, true};
   // Build W_comb in the forward pass's row blocks so the codes come from the same bits.
-  auto Wc = at::empty_like(weight_);
+  auto Wc = at::empty(weight_.sizes(), a_.options().requires_grad(false));
   for_row_blocks(p, [&](int64_t r0, int64_t n) {
     auto dst = Wc.narrow(0, r0, n);
     merged_rows(weight_, a_.detach(), b_lora_.detach(), p, r0, n, dst);

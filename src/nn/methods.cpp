@@ -63,6 +63,13 @@ void MethodSpec::validate(const std::string& where) const {
     fail("[", where, "] quant.integer_offset: expected false for method ", to_string(method),
          " (only l4q supports an integer offset), got true");
   if (row_chunk < 0) fail("[", where, "] row_chunk: expected >= 0 (0: automatic), got ", row_chunk);
+  if (frozen_dtype != "float32" && frozen_dtype != "bfloat16" && frozen_dtype != "float16")
+    fail("[", where, "] quant.frozen_dtype: expected \"float32\", \"bfloat16\" or \"float16\", got \"",
+         frozen_dtype, "\"");
+  if (frozen_dtype != "float32" && method != LinearMethod::L4Q)
+    fail("[", where, "] quant.frozen_dtype: expected \"float32\" for method ", to_string(method),
+         " (its frozen weight goes to BLAS in fp32; only l4q reads it in its own loops), got \"",
+         frozen_dtype, "\"");
   static const char* known[] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                 "gate_proj", "up_proj", "down_proj"};
   for (const auto& t : target_modules)
@@ -78,6 +85,20 @@ QuantGrid grid_for_layer(const MethodSpec& spec, int64_t in_features) {
     g.group_size = -1;
   return g;
 }
+
+namespace {
+
+// W0 in spec.frozen_dtype (l4q): a 16-bit copy only for a CPU fp32 weight, the compute the
+// L4Q loops widen it back to.
+at::Tensor frozen_weight(const MethodSpec& spec, const at::Tensor& w) {
+  if (spec.frozen_dtype == "float32") return w;
+  if (!w.device().is_cpu() || w.scalar_type() != at::kFloat)
+    fail("quant.frozen_dtype \"", spec.frozen_dtype, "\": expected a CPU float32 model, got a ",
+         c10::toString(w.scalar_type()), " weight on ", w.device().str());
+  return w.to(spec.frozen_dtype == "bfloat16" ? at::kBFloat16 : at::kHalf);
+}
+
+}  // namespace
 
 LinearFactory make_linear_factory(const MethodSpec& spec) {
   spec.validate("method");
@@ -105,7 +126,7 @@ LinearFactory make_linear_factory(const MethodSpec& spec) {
         case LinearMethod::L4Q: {
           L4QLinearSpec s{spec.lora, grid, spec.init, spec.grad_scale, spec.row_chunk,
                           spec.integer_offset};
-          return std::make_unique<L4QLinear>(w, b, s, gen);
+          return std::make_unique<L4QLinear>(frozen_weight(spec, w), b, s, gen);
         }
         case LinearMethod::Float: break;
       }

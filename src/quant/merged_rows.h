@@ -87,4 +87,37 @@ void merged_quantize_backward_rows(const double* W0, const double* A, const doub
                                    double* ds, double* db, double* dB_clip, double* dAt_clip,
                                    const uint8_t* direct);
 
+// W0 kept in 16 bits (a frozen weight in its checkpoint's format: bfloat16 or IEEE half).
+// These overloads widen a few rows at a time to fp32 into a per-thread buffer that stays in
+// L2, then run the fp32 loops on it: the loops see the same values as from an fp32 W0 holding
+// them, so the bits are the same, while the passes read half the bytes of W0 from memory.
+// Compute (A, B, s, b, dst, G, ...) is fp32.
+struct Bf16 {
+  uint16_t bits;
+};
+struct F16 {
+  uint16_t bits;
+};
+static_assert(sizeof(Bf16) == 2 && sizeof(F16) == 2, "16-bit storage types");
+
+#define L4Q_ROWS_16BIT_DECLS(W)                                                                  \
+  void merged_rows(const W* W0, const float* A, const float* B, float scale, int64_t r,          \
+                   int64_t rows, int64_t in, float* dst);                                       \
+  void merged_quantize_rows(const W* W0, const float* A, const float* B, float scale, int64_t r, \
+                            const float* s, const float* b, int64_t rows, int64_t in,           \
+                            int64_t gs, int bits, float* dst, int32_t* clipped = nullptr);      \
+  void merged_quantize_backward_rows(const W* W0, const float* A, const float* At, int64_t rp,   \
+                                     const float* B, float scale, int64_t r, const float* s,    \
+                                     const float* b, int64_t rows, int64_t in, int64_t gs,      \
+                                     int bits, float* dst, float* G, bool mask_G, float* ds,    \
+                                     float* db, float* dB_clip, float* dAt_clip,                \
+                                     const uint8_t* direct);
+L4Q_ROWS_16BIT_DECLS(Bf16)
+L4Q_ROWS_16BIT_DECLS(F16)
+#undef L4Q_ROWS_16BIT_DECLS
+
+// n values widened to fp32 (exactly: every bfloat16 and half value is a float).
+void widen(const Bf16* src, int64_t n, float* dst);
+void widen(const F16* src, int64_t n, float* dst);
+
 }  // namespace l4q::cpu

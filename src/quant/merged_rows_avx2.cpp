@@ -10,6 +10,7 @@
 #include "quant/merged_rows_kernels.h"
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #if L4Q_HAVE_X86_VARIANTS
@@ -98,10 +99,12 @@ L4Q_AVX2 void merged_quantize_backward_rows_avx2(const float* W0, const float* A
   const bool want_dA = dAt_clip != nullptr && r > 0;
   const bool any_corr = want_dB || want_dA;
   std::vector<float> accB(static_cast<size_t>(rp)), bs(static_cast<size_t>(rp));
-  std::vector<float> list_g(any_corr ? static_cast<size_t>(in + kListSlack) : 0);
-  std::vector<int32_t> list_j(any_corr ? static_cast<size_t>(in + kListSlack) : 0);
+  // Not zeroed: callers with 16-bit W0 call this for a few rows at a time.
+  const size_t list_len = any_corr ? static_cast<size_t>(in + kListSlack) : 0;
+  const std::unique_ptr<float[]> list_g(new float[list_len]);
+  const std::unique_ptr<int32_t[]> list_j(new int32_t[list_len]);
   for (int64_t i = 0; i < rows; ++i) {
-    SelectedList sl{list_g.data(), list_j.data()};
+    SelectedList sl{list_g.get(), list_j.get()};
     const BackwardRow row{W0 + i * in, B + i * r, dst + i * in, G + i * in,
                           direct != nullptr && direct[i] != 0, any_corr ? &sl : nullptr};
     for (int64_t g = 0; g < groups; ++g) {

@@ -21,6 +21,7 @@
 #endif
 
 #include "common/quant_math.h"
+#include "quant/merged_rows.h"
 
 // x86-64 builds compile AVX2 + FMA and AVX-512 variants of the fp32 loops and pick one by CPU at
 // run time (merged_rows.cpp). The loop bodies are always inlined into each variant so the whole
@@ -451,6 +452,23 @@ L4Q_ROWS_VARIANT_DECLS(double, avx2)
 L4Q_ROWS_VARIANT_DECLS(float, avx512)
 L4Q_ROWS_VARIANT_DECLS(double, avx512)
 #undef L4Q_ROWS_VARIANT_DECLS
+
+// The AVX-512 loops read a 16-bit W0 directly (widening each register as they load it) when
+// avx512_reads_16bit(gs): groups of whole tiles, so no tail goes to the fp32-only AVX2 pieces.
+bool avx512_reads_16bit(int64_t gs);
+#define L4Q_ROWS_16BIT_AVX512_DECLS(W)                                                         \
+  void merged_quantize_rows_avx512(const W* W0, const float* A, const float* B, float scale,   \
+                                   int64_t r, const float* s, const float* b, int64_t rows,    \
+                                   int64_t in, int64_t gs, int bits, float* dst,               \
+                                   int32_t* clipped);                                          \
+  void merged_quantize_backward_rows_avx512(                                                   \
+      const W* W0, const float* A, const float* At, int64_t rp, const float* B, float scale,   \
+      int64_t r, const float* s, const float* b, int64_t rows, int64_t in, int64_t gs,        \
+      int bits, float* dst, float* G, bool mask_G, float* ds, float* db, float* dB_clip,      \
+      float* dAt_clip, const uint8_t* direct);
+L4Q_ROWS_16BIT_AVX512_DECLS(Bf16)
+L4Q_ROWS_16BIT_AVX512_DECLS(F16)
+#undef L4Q_ROWS_16BIT_AVX512_DECLS
 #endif
 
 }  // namespace l4q::cpu::kernels

@@ -40,6 +40,24 @@ void check_weight(const char* op, const char* name, const at::Tensor& W) {
          c10::toString(W.scalar_type()));
 }
 
+bool is_16bit_storage(const at::Tensor& W) {
+  return W.defined() && W.device().is_cpu() &&
+         (W.scalar_type() == at::kBFloat16 || W.scalar_type() == at::kHalf);
+}
+
+void check_frozen_weight(const char* op, const char* name, const at::Tensor& W) {
+  if (!is_16bit_storage(W)) return check_weight(op, name, W);
+  if (W.dim() != 2)
+    fail("[", op, "] tensor '", name, "': expected 2-D [out, in], got ", shape_str(W));
+  if (W.requires_grad())
+    fail("[", op, "] tensor '", name, "': kept in ", c10::toString(W.scalar_type()),
+         ", so it is frozen and cannot require grad (train it in float32)");
+}
+
+at::ScalarType compute_dtype_of(const at::Tensor& W) {
+  return is_16bit_storage(W) ? at::kFloat : W.scalar_type();
+}
+
 void check_step_offset(const char* op, const at::Tensor& s, const at::Tensor& b, int64_t rows,
                        int64_t groups, at::ScalarType compute) {
   const std::pair<const char*, const at::Tensor*> items[] = {{"s", &s}, {"b", &b}};

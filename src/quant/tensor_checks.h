@@ -15,6 +15,13 @@ std::string shape_str(const at::Tensor& t);
 
 // 2-D, CPU, fp32 or fp64.
 void check_weight(const char* op, const char* name, const at::Tensor& W);
+
+// A frozen weight (W0 of l4q_linear, L4QLinear's weight) may also be kept in 16 bits on CPU,
+// bfloat16 or half: the L4Q row loops widen it to fp32 as they read it (src/quant/merged_rows.h).
+bool is_16bit_storage(const at::Tensor& W);
+void check_frozen_weight(const char* op, const char* name, const at::Tensor& W);
+// The dtype the computation with W runs in: fp32 for 16-bit storage, else W's own.
+at::ScalarType compute_dtype_of(const at::Tensor& W);
 // s and b: defined, [rows, groups], fp32, or fp64 when compute is fp64.
 void check_step_offset(const char* op, const at::Tensor& s, const at::Tensor& b, int64_t rows,
                        int64_t groups, at::ScalarType compute);

@@ -164,6 +164,7 @@ TrainConfig parse_train_config(const std::string& json_text, const std::string& 
     f.get("row_chunk", c.method.row_chunk);
     f.get("learn_scales", c.method.qat_learn_scales);
     f.get("integer_offset", c.method.integer_offset);
+    f.get("frozen_dtype", c.method.frozen_dtype);
     std::string fallback = c.method.per_channel_if_indivisible ? "per-channel" : "error";
     f.get("indivisible", fallback);
     if (fallback != "error" && fallback != "per-channel")
@@ -308,6 +309,7 @@ std::string to_json(const TrainConfig& c) {
                 {"row_chunk", c.method.row_chunk},
                 {"learn_scales", c.method.qat_learn_scales},
                 {"integer_offset", c.method.integer_offset},
+                {"frozen_dtype", c.method.frozen_dtype},
                 {"indivisible", c.method.per_channel_if_indivisible ? "per-channel" : "error"},
                 {"warmup_steps", c.quant_warmup_steps}};
   j["data"] = {{"format", to_string(c.data.format)},

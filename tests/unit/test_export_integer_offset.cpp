@@ -2,6 +2,8 @@
 // a straight-through round. Value exactly fl(s*k); gradients against a float64 reference.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/grad_mode.h>
@@ -95,6 +97,59 @@ TEST(IntegerOffset, ConfigKeyForL4QOnly) {
                            "c.json");
       },
       {"c.json", "quant.integer_offset", "lsq"});
+}
+
+// quant.frozen_dtype keeps l4q's frozen weights in 16 bits: parsed, round-tripped, refused for
+// methods that give W0 to BLAS and for unknown names; the factory's layers hold such weights.
+TEST(FrozenDtype, ConfigKeyForL4QOnlyAndTheLayersKeepIt) {
+  const std::string data = R"("data": {"train": "t.json"})";
+  const auto c = parse_train_config(
+      R"({"model": "m.gguf", "method": "l4q", "quant": {"frozen_dtype": "bfloat16"}, )" + data + "}",
+      "c.json");
+  EXPECT_EQ(c.method.frozen_dtype, "bfloat16");
+  EXPECT_EQ(parse_train_config(to_json(c), "round trip").method.frozen_dtype, "bfloat16");
+  EXPECT_EQ(parse_train_config(R"({"model": "m.gguf", )" + data + "}", "c.json").method.frozen_dtype,
+            "float32");
+  test::expect_error(
+      [&] {
+        parse_train_config(
+            R"({"model": "m.gguf", "method": "lora", "quant": {"frozen_dtype": "float16"}, )" +
+                data + "}",
+            "c.json");
+      },
+      {"c.json", "quant.frozen_dtype", "lora"});
+  test::expect_error(
+      [&] {
+        parse_train_config(
+            R"({"model": "m.gguf", "method": "l4q", "quant": {"frozen_dtype": "fp8"}, )" + data + "}",
+            "c.json");
+      },
+      {"c.json", "quant.frozen_dtype", "fp8"});
+  for (const auto& [name, dt] : {std::pair{"bfloat16", at::kBFloat16}, std::pair{"float16", at::kHalf},
+                                 std::pair{"float32", at::kFloat}}) {
+    MethodSpec spec;
+    spec.grid = {4, 32};
+    spec.frozen_dtype = name;
+    const auto w = at::randn({16, 64});
+    const auto layer = make_linear_factory(spec)("model.layers.0.mlp.up_proj", w, {});
+    const auto* l4q = dynamic_cast<const L4QLinear*>(layer.get());
+    ASSERT_NE(l4q, nullptr);
+    EXPECT_EQ(l4q->weight().scalar_type(), dt) << name;
+    EXPECT_TRUE(at::equal(l4q->weight().to(at::kFloat), w.to(dt).to(at::kFloat))) << name;
+  }
+}
+
+// Every shipped config parses and validates (the 7B recipe keeps its fp16 weights in fp16).
+TEST(FrozenDtype, ShippedConfigsParse) {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(L4Q_SOURCE_DIR) + "/configs")) {
+    if (e.path().extension() != ".json") continue;
+    const auto c = load_train_config(e.path().string());
+    c.method.validate(e.path().string());
+    if (e.path().filename() == "llama2-7b-l4q-4bit.json") EXPECT_EQ(c.method.frozen_dtype, "float16");
+    ++n;
+  }
+  EXPECT_GE(n, 3);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -634,6 +635,96 @@ TEST_P(LoraRegimes, EveryInstructionSetGivesTheSameBits) {
     }
   }
   EXPECT_THROW(cpu::set_rows_isa(static_cast<cpu::RowsIsa>(7)), std::exception);
+}
+
+// A frozen W0 kept in bfloat16 or half gives, bit for bit, what the same values in fp32 give
+// (merged_rows.h: rows widened to fp32 as the loops read them), on every instruction set. On
+// MixedRows' shape (every clipping regime, groups of 16) and on 70 rows of 4096 (groups of 128:
+// the AVX-512 tiles; the widening takes 32 rows at a time, so each thread's 35 rows come in
+// two calls, the second of 3 rows).
+TEST_P(LoraRegimes, SixteenBitWeightGivesTheBitsOfItsValuesInFloat) {
+  const DirectThreshold th(GetParam());
+  std::vector<std::optional<cpu::RowsIsa>> isas = {std::nullopt, cpu::RowsIsa::Base};
+  for (auto isa : {cpu::RowsIsa::Avx2, cpu::RowsIsa::Avx512})
+    if (cpu::rows_isa_available(isa)) isas.push_back(isa);
+  const char* names[] = {"y", "x", "A", "B", "s", "b"};
+  for (const auto dt16 : {at::kBFloat16, at::kHalf})
+    for (const Case& c : {MixedRows::kCase, Case{70, 4096, 128, 4, 4, {2, 9}, true, 0, 1.0}}) {
+      MixedRows as_float(at::kFloat, c);
+      const auto w16 = as_float.in.W0.to(dt16);
+      as_float.in.W0 = w16.to(at::kFloat);
+      MixedRows as_16 = as_float;
+      as_16.in.W0 = w16;
+      const auto frac = as_float.clipped_per_row(0.5);
+      EXPECT_GT((frac > 0).sum().item<int64_t>(), 0);
+      for (const auto isa : isas) {
+        cpu::set_rows_isa(isa);
+        const auto want = as_float.run(0.5, 0.25), got = as_16.run(0.5, 0.25);
+        cpu::set_rows_isa(std::nullopt);
+        for (size_t k = 0; k < want.size(); ++k)
+          EXPECT_TRUE(at::equal(want[k], got[k]))
+              << names[k] << ", " << c10::toString(dt16) << ", isa "
+              << (isa ? static_cast<int>(*isa) : -1) << ", in " << c.in;
+      }
+    }
+}
+
+// The module keeps a 16-bit weight as it is (half the memory), with an fp32 adapter and
+// quantizer, and trains and merges as with the same values in fp32.
+TEST(L4QLinear, KeepsASixteenBitWeightAndMatchesItsValuesInFloat) {
+  at::manual_seed(3);
+  const auto w16 = (at::randn({24, 64}) * 0.1).to(at::kBFloat16);
+  const L4QLinearSpec spec{{4, 8.0, 0.0}, {3, 16}};
+  at::manual_seed(9);
+  L4QLinear m16(w16, {}, spec);
+  at::manual_seed(9);
+  L4QLinear m32(w16.to(at::kFloat), {}, spec);
+  EXPECT_TRUE(at::equal(m16.lora_a(), m32.lora_a()));
+  EXPECT_EQ(m16.weight().scalar_type(), at::kBFloat16);
+  EXPECT_EQ(m16.weight().nbytes() * 2, m32.weight().nbytes());
+  EXPECT_EQ(m16.lora_a().scalar_type(), at::kFloat);
+  {
+    at::NoGradGuard ng;
+    const auto Bv = at::randn({24, 4}) * 0.05;
+    m16.lora_b().copy_(Bv);
+    m32.lora_b().copy_(Bv);
+  }
+  const auto x = at::randn({5, 64});
+  const auto y16 = m16.forward(x), y32 = m32.forward(x);
+  EXPECT_TRUE(at::equal(y16, y32));
+  y16.pow(2).sum().backward();
+  y32.pow(2).sum().backward();
+  EXPECT_TRUE(at::equal(m16.lora_a().grad(), m32.lora_a().grad()));
+  EXPECT_TRUE(at::equal(m16.step().grad(), m32.step().grad()));
+  const auto q16 = m16.merge(), q32 = m32.merge();
+  EXPECT_TRUE(at::equal(q16.w_int, q32.w_int));
+  EXPECT_TRUE(at::equal(q16.dequantize(), q32.dequantize()));
+  EXPECT_TRUE(at::equal(m16.merged_float_weight(), m32.merged_float_weight()));
+  // While quantization is off (warm-up), plain float LoRA on the widened weight.
+  m16.disable_quantization();
+  m32.disable_quantization();
+  EXPECT_TRUE(at::equal(m16.forward(x), m32.forward(x)));
+}
+
+TEST(L4QLinear, RejectsSixteenBitWeightMisuse) {
+  const auto w16 = at::randn({8, 32}).to(at::kHalf);
+  const auto s = at::full({8, 2}, 0.1), b = at::zeros({8, 2});
+  const L4QOptions opt{{4, 16}, 1.0, 0.0, 0};
+  auto expect_error = [](auto&& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error; expected one mentioning " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  // Compute with a 16-bit W0 is fp32: an fp64 input is refused, naming the dtype it needs.
+  expect_error([&] { l4q_linear(at::randn({3, 32}, at::kDouble), w16, {}, {}, s, b, {}, opt); },
+               "W0's compute dtype");
+  // A 16-bit W0 is frozen.
+  expect_error([&] {
+    l4q_linear(at::randn({3, 32}), w16.clone().set_requires_grad(true), {}, {}, s, b, {}, opt);
+  }, "frozen");
 }
 
 }  // namespace

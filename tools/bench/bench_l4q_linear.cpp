@@ -4,7 +4,7 @@
 //
 //   bench_l4q_linear [--tokens 512] [--rank 16] [--group 128] [--bits 4] [--reps 5]
 //                    [--chunk 0] [--hidden 4096] [--inter 11008] [--threads 0]
-//                    [--only lora|qat-lora|l4q] [--s-scale 1.0]
+//                    [--only lora|qat-lora|l4q|l4q-bf16w] [--s-scale 1.0]
 //
 // --only runs one method alone (for `perf record`); its ratios are then to itself. --s-scale
 // shrinks the initial step sizes so that the quantizer clips weights (the cost of L4Q's clip
@@ -75,18 +75,27 @@ struct Proj {
   at::Tensor W0, A, B, s, b;
 };
 
-Proj make_proj(int64_t out, int64_t in, const Args& a) {
+// W0's values are bfloat16 values (a checkpoint's), held in fp32 except for the method that
+// keeps them in bfloat16 (Method::bf16_w0): every method computes with the same numbers.
+Proj make_proj(int64_t out, int64_t in, const Args& a, bool bf16_w0) {
   Proj p;
-  p.W0 = at::randn({out, in}) * 0.02;
+  p.W0 = (at::randn({out, in}) * 0.02).to(at::kBFloat16);
+  if (!bf16_w0) p.W0 = p.W0.to(at::kFloat);
   p.A = l4q::init_lora_a(a.rank, in, at::kFloat).set_requires_grad(true);
   p.B = (at::randn({out, a.rank}) * 0.01).set_requires_grad(true);  // non-zero: real work
-  auto so = l4q::init_step_offset(p.W0, {a.bits, a.group}, l4q::LsqInit::L4Q);
+  auto so = l4q::init_step_offset(p.W0.to(at::kFloat), {a.bits, a.group}, l4q::LsqInit::L4Q);
   p.s = (so.s * a.s_scale).set_requires_grad(true);
   p.b = so.b.set_requires_grad(true);
   return p;
 }
 
-using Method = std::function<at::Tensor(const Proj&, const at::Tensor&)>;
+using Forward = std::function<at::Tensor(const Proj&, const at::Tensor&)>;
+
+struct Method {
+  std::string name;
+  Forward f;
+  bool bf16_w0 = false;  // W0 kept in bfloat16 (make_proj)
+};
 
 struct Result {
   std::string name;
@@ -103,7 +112,7 @@ double cpu_now_ms() { return 1000.0 * static_cast<double>(std::clock()) / CLOCKS
 // One method's state: its two projections and input, built from the same seed for every method.
 struct Case {
   std::string name;
-  Method f;
+  Forward f;
   Proj up, down;
   at::Tensor x;
   std::vector<double> wall, cpu;
@@ -128,18 +137,18 @@ double median(const std::vector<double>& v) { return quantile(v, 0.5); }
 
 // Peak memory: one step per method, each from a fresh meter holding only its own tensors.
 // Time: the methods take turns, rep by rep, so a change in machine load hits them alike.
-std::vector<Result> run_all(std::vector<std::pair<std::string, Method>> methods, const Args& a) {
+std::vector<Result> run_all(const std::vector<Method>& methods, const Args& a) {
   std::vector<Result> rs;
   std::vector<Case> cases;
-  for (auto& [name, f] : methods) {
+  for (const auto& m : methods) {
     Case c;
     {
       l4q::MemoryMeter meter;
       at::manual_seed(0);
-      c.name = name;
-      c.f = f;
-      c.up = make_proj(a.inter, a.hidden, a);
-      c.down = make_proj(a.hidden, a.inter, a);
+      c.name = m.name;
+      c.f = m.f;
+      c.up = make_proj(a.inter, a.hidden, a, m.bf16_w0);
+      c.down = make_proj(a.hidden, a.inter, a, m.bf16_w0);
       c.x = at::randn({a.tokens, a.hidden}).set_requires_grad(true);
       // Only the step counts: building the weights has out x in temporaries of its own,
       // whose peak would hide the step's. What is live now (weights, x) stays counted.
@@ -186,16 +195,16 @@ int main(int argc, char** argv) {
   const double scale = 16.0 / static_cast<double>(a.rank);
   const l4q::QuantGrid grid{a.bits, a.group};
 
-  const Method lora = [&](const Proj& p, const at::Tensor& x) {
+  const Forward lora = [&](const Proj& p, const at::Tensor& x) {
     return at::matmul(x, p.W0.t()) + at::matmul(at::matmul(x, p.A.t()), p.B.t()) * scale;
   };
   // QAT-LoRA as torchao/torchtune do it: fake-quantize the frozen base (fixed s, b), float
   // LoRA beside it.
-  const Method qat_lora = [&](const Proj& p, const at::Tensor& x) {
+  const Forward qat_lora = [&](const Proj& p, const at::Tensor& x) {
     const auto Wq = l4q::fake_quantize(p.W0, p.s.detach(), p.b.detach(), grid);
     return at::matmul(x, Wq.t()) + at::matmul(at::matmul(x, p.A.t()), p.B.t()) * scale;
   };
-  const Method l4q_m = [&](const Proj& p, const at::Tensor& x) {
+  const Forward l4q_m = [&](const Proj& p, const at::Tensor& x) {
     return l4q::l4q_linear(x, p.W0, p.A, p.B, p.s, p.b, at::Tensor(),
                            {grid, scale, 0.0, a.chunk});
   };
@@ -208,19 +217,25 @@ int main(int argc, char** argv) {
               kept ? "kept" : "returned to the OS", a.reps);
   {
     at::manual_seed(0);
-    const auto up = make_proj(a.inter, a.hidden, a), down = make_proj(a.hidden, a.inter, a);
+    const auto up = make_proj(a.inter, a.hidden, a, false),
+               down = make_proj(a.hidden, a.inter, a, false);
     auto frac = [&](const Proj& p) {
       return l4q::clipped_fraction(at::addmm(p.W0, p.B.detach(), p.A.detach(), 1.0, scale), p.s,
                                    p.b, grid);
     };
     std::printf("clipped fraction of W_comb: up %.4f, down %.4f\n", frac(up), frac(down));
   }
-  std::vector<std::pair<std::string, Method>> methods;
-  for (auto& m : std::vector<std::pair<std::string, Method>>{
-           {"lora", lora}, {"qat-lora", qat_lora}, {"l4q", l4q_m}})
-    if (a.only.empty() || a.only == m.first) methods.push_back(m);
+  // l4q-bf16w: the same L4Q layer with its frozen W0 kept in bfloat16 (the values every method
+  // uses): half the memory of W0, which only L4Q's own loops read.
+  std::vector<Method> methods;
+  for (const auto& m : std::vector<Method>{{"lora", lora},
+                                           {"qat-lora", qat_lora},
+                                           {"l4q", l4q_m},
+                                           {"l4q-bf16w", l4q_m, true}})
+    if (a.only.empty() || a.only == m.name) methods.push_back(m);
   if (methods.empty()) {
-    std::fprintf(stderr, "--only: expected lora, qat-lora or l4q, got %s\n", a.only.c_str());
+    std::fprintf(stderr, "--only: expected lora, qat-lora, l4q or l4q-bf16w, got %s\n",
+                 a.only.c_str());
     return 2;
   }
   const auto rs = run_all(methods, a);

@@ -34,6 +34,8 @@ struct L4QOptions {
 // linear). Nothing of size out x in is saved for backward; forward and backward build the
 // merged/quantized weight, the mask and G = dY^T X one block of `row_chunk` rows at a time.
 // CPU, fp32 or fp64 (all tensors the same dtype, except s and b which may be fp32 under fp64).
+// On CPU W0 may also be kept in bfloat16 or half with everything else fp32 (frozen: it cannot
+// require grad); the results are bit for bit those of W0.to(float).
 at::Tensor l4q_linear(const at::Tensor& x, const at::Tensor& W0, const at::Tensor& A,
                       const at::Tensor& B, const at::Tensor& s, const at::Tensor& b,
                       const at::Tensor& bias, const L4QOptions& opt);
@@ -65,6 +67,9 @@ class L4QLinear final : public Linear {
  public:
   // weight [out, in] (frozen, must be finite), bias [out] or undefined (frozen).
   // The quantizer is initialised from `weight` (B = 0 so W0 is the merged weight).
+  // On CPU, a bfloat16 or half weight is kept as it is (half the memory of fp32) and widened
+  // as the L4Q loops read it: the results are those of the same values in fp32, bit for bit.
+  // The adapter, the quantizer and the computation are then fp32.
   L4QLinear(at::Tensor weight, at::Tensor bias, const L4QLinearSpec& spec,
             c10::optional<at::Generator> gen = c10::nullopt);
 

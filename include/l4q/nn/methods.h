@@ -30,6 +30,11 @@ struct MethodSpec {
   // through round), so the trained weight is s * (w_int + k) with an integer k and exports
   // to integer-zero-point formats (GPTQ: z = -Qn - k in [0, 2^bits - 1]) without offset error.
   bool integer_offset = false;
+  // l4q only, CPU fp32 models: the dtype each frozen weight W0 is kept in: "float32" (as
+  // loaded), "bfloat16" or "float16" (half the memory; L4Q's own loops read W0, widening it as
+  // they load it, and give the bits of the same values in fp32). Exact for a checkpoint stored
+  // in that dtype; an fp32 checkpoint's weights are rounded to it.
+  std::string frozen_dtype = "float32";
   // A layer whose in_features the group size does not divide: an error (false), or one
   // group per row for that layer (true; e.g. stories260K's down_proj has in = 172). Layers
   // that fell back are listed by fallback_layers().
