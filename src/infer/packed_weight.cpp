@@ -19,15 +19,21 @@ using detail::shape_str;
 
 constexpr int kBlock = packed::kBlockSize;
 
+// The packed format of `bits`-bit codes (2, 3, 4; 8 is stored a byte per code).
+packed::PackedType packed_type(int bits) {
+  packed::PackedType t{};
+  if (!packed::type_for_bits(bits, t))
+    fail("[packed weight] bits: expected 2, 3, 4 or 8, got ", bits);
+  return t;
+}
+
 // Codes of one packed row -> one byte per code (nblk * 32 bytes).
 void unpack_row(int bits, const uint8_t* row, int64_t nblk, uint8_t* codes) {
   if (bits == 8) {
     std::memcpy(codes, row, static_cast<size_t>(nblk * kBlock));
     return;
   }
-  packed::PackedType t;
-  packed::type_for_bits(bits, t);
-  packed::unpack_rows_ref(t, row, 1, nblk * kBlock, codes);
+  packed::unpack_rows_ref(packed_type(bits), row, 1, nblk * kBlock, codes);
 }
 
 void pack_row(int bits, const uint8_t* codes, int64_t nblk, uint8_t* row) {
@@ -35,9 +41,7 @@ void pack_row(int bits, const uint8_t* codes, int64_t nblk, uint8_t* row) {
     std::memcpy(row, codes, static_cast<size_t>(nblk * kBlock));
     return;
   }
-  packed::PackedType t;
-  packed::type_for_bits(bits, t);
-  packed::pack_rows_ref(t, codes, 1, nblk * kBlock, row);
+  packed::pack_rows_ref(packed_type(bits), codes, 1, nblk * kBlock, row);
 }
 
 }  // namespace
