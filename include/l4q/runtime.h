@@ -19,9 +19,9 @@ void init_runtime(int threads = 0);
 // glibc's defaults every block above its mmap threshold (at most 32 MiB) is a fresh mmap that
 // is unmapped on free, so a training step's activation buffers page-fault in again every step
 // (stories260K training: 8-10% more tokens/s and a third of the system time with this, peak
-// RSS within 8% either way; docs/benchmarks.md). Process-wide, so the library never calls it: the tools do, at start. The environment
-// variable L4Q_MALLOC=glibc keeps glibc's defaults (=keep is the default); any other value
-// throws l4q::Error. Returns whether the setting is now in effect (false with
+// RSS within 8% either way; docs/benchmarks.md). Process-wide, so the library never calls it:
+// the tools do, at start. The environment variable L4Q_MALLOC=glibc keeps glibc's defaults
+// (=keep is the default); any other value throws l4q::Error. Returns whether the setting is now in effect (false with
 // L4Q_MALLOC=glibc or a C library other than glibc).
 bool keep_freed_memory();
 

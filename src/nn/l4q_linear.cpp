@@ -2,11 +2,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-
-#include <type_traits>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/ScalarType.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#include <type_traits>
 
 #include "l4q/error.h"
 #include "nn/l4q_linear_tuning.h"

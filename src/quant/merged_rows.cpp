@@ -143,6 +143,9 @@ L4Q_ENTRY_POINTS(double)
 // 16-bit W0
 // ---------------------------------------------------------------------------------------
 
+namespace {
+
+// n values widened to fp32 (exactly: every bfloat16 and half value is a float).
 void widen(const Bf16* src, int64_t n, float* dst) {
   for (int64_t i = 0; i < n; ++i) {
     const uint32_t u = static_cast<uint32_t>(src[i].bits) << 16;
@@ -167,8 +170,6 @@ void widen(const F16* src, int64_t n, float* dst) {
 #endif
   for (int64_t i = 0; i < n; ++i) dst[i] = c10::detail::fp16_ieee_to_fp32_value(src[i].bits);
 }
-
-namespace {
 
 // Calls f(w0, i0, n) for consecutive row ranges [i0, i0 + n) of W0, w0 holding those rows
 // widened to fp32: a per-thread buffer of about 512 KiB (L2), at least 4 rows (a forward tile).

@@ -87,11 +87,12 @@ void merged_quantize_backward_rows(const double* W0, const double* A, const doub
                                    double* ds, double* db, double* dB_clip, double* dAt_clip,
                                    const uint8_t* direct);
 
-// W0 kept in 16 bits (a frozen weight in its checkpoint's format: bfloat16 or IEEE half).
-// These overloads widen a few rows at a time to fp32 into a per-thread buffer that stays in
-// L2, then run the fp32 loops on it: the loops see the same values as from an fp32 W0 holding
-// them, so the bits are the same, while the passes read half the bytes of W0 from memory.
-// Compute (A, B, s, b, dst, G, ...) is fp32.
+// W0 kept in 16 bits (a frozen weight in its checkpoint's format: bfloat16 or IEEE half),
+// compute (A, B, s, b, dst, G, ...) in fp32. The AVX-512 loops widen each register of W0 as
+// they load it when the groups are whole 32-column tiles; otherwise these overloads widen a few
+// rows at a time into a per-thread buffer that stays in L2 and run the fp32 loops on it. Every
+// bfloat16 and half value is a float, so the loops see the values of an fp32 W0 holding them:
+// the same bits.
 struct Bf16 {
   uint16_t bits;
 };
@@ -115,9 +116,5 @@ static_assert(sizeof(Bf16) == 2 && sizeof(F16) == 2, "16-bit storage types");
 L4Q_ROWS_16BIT_DECLS(Bf16)
 L4Q_ROWS_16BIT_DECLS(F16)
 #undef L4Q_ROWS_16BIT_DECLS
-
-// n values widened to fp32 (exactly: every bfloat16 and half value is a float).
-void widen(const Bf16* src, int64_t n, float* dst);
-void widen(const F16* src, int64_t n, float* dst);
 
 }  // namespace l4q::cpu

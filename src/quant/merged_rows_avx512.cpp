@@ -224,11 +224,6 @@ L4Q_AVX512 void quantize_rows_avx512(const W* W0, const float* A, const float* B
                        gs, bits, dst + i * in, clipped ? clipped + i : nullptr);
 }
 
-}  // namespace
-
-
-namespace {
-
 template <typename W>
 L4Q_AVX512 void backward_rows_avx512(const W* W0, const float* A, const float* At, int64_t rp,
                                      const float* B, float scale, int64_t r, const float* s,

@@ -143,6 +143,9 @@ std::vector<Result> run_all(const std::vector<Method>& methods, const Args& a) {
   for (const auto& m : methods) {
     Case c;
     {
+      // L4Q keeps its row-block buffer from call to call: free it, or every L4Q method after
+      // the first would find it allocated and report a peak without it.
+      l4q::release_l4q_workspace();
       l4q::MemoryMeter meter;
       at::manual_seed(0);
       c.name = m.name;
