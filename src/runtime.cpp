@@ -10,11 +10,13 @@
 #include <climits>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
 
 #include "l4q/error.h"
+#include "quant/codes_matmul.h"
 
 namespace l4q {
 
@@ -65,6 +67,12 @@ bool keep_freed_memory() {
 #else
   return false;
 #endif
+}
+
+bool set_amx_forward(bool on) {
+  // On: the automatic choice (the hardware, and L4Q_AMX).
+  cpu::set_amx_enabled(on ? std::nullopt : std::optional<bool>(false));
+  return cpu::amx_enabled();
 }
 
 }  // namespace l4q

@@ -25,4 +25,12 @@ void init_runtime(int threads = 0);
 // L4Q_MALLOC=glibc or a C library other than glibc).
 bool keep_freed_memory();
 
+// Whether the L4Q layer's CPU forward may run its product on the AMX tile unit, from the
+// weight's integer codes (CPUs with AMX-BF16 and AVX512-BF16, fp32 layers whose groups are
+// multiples of 32 columns, products of at least 2^24 multiply-adds; docs/design.md). On by
+// default; the environment variable L4Q_AMX=0 turns it off for the process, set_amx_forward(true)
+// included (1 or unset: on; any other value throws l4q::Error). Returns whether it is now in
+// effect: false where the CPU, the OS or the build has no AMX.
+bool set_amx_forward(bool on);
+
 }  // namespace l4q

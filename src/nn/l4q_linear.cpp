@@ -6,10 +6,13 @@
 #include <c10/core/ScalarType.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "l4q/error.h"
 #include "nn/l4q_linear_tuning.h"
+#include "quant/codes_matmul.h"
 #include "quant/merged_rows.h"
 #if L4Q_WITH_CUDA_KERNELS
 #include "nn/cuda/l4q_linear_cuda.h"
@@ -20,6 +23,11 @@ namespace l4q {
 
 int64_t& detail::lora_direct_max_elements() {
   static int64_t n = int64_t(1) << 16;
+  return n;
+}
+
+int64_t& detail::amx_forward_min_macs() {
+  static int64_t n = int64_t(1) << 24;
   return n;
 }
 
@@ -145,6 +153,88 @@ void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::
   });
 }
 
+// Whether the forward product runs on AMX tiles from W_q's codes (src/quant/codes_matmul.h):
+// fp32 on the CPU, groups of whole 32-column steps, and enough work to repay splitting X.
+bool use_amx_forward(const at::Tensor& x2, const Plan& p) {
+  return x2.scalar_type() == at::kFloat && !x2.is_cuda() && p.gs % cpu::kAmxStep == 0 &&
+         x2.size(0) * p.out * p.in >= detail::amx_forward_min_macs() && cpu::amx_enabled();
+}
+
+// Y = X W_q^T on AMX (codes_matmul.h). W_q's rows are built and quantized 16 at a time by the
+// same loops as the BLAS path (the same codes, the same clip counts); a panel whose values do
+// not round-trip through their codes (degenerate steps, NaN) is multiplied by W_q with BLAS.
+void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A,
+                 const at::Tensor& B, const at::Tensor& st, const at::Tensor& bt, const Plan& p,
+                 at::Tensor& Y, at::Tensor* clipped) {
+  const int64_t M = x2.size(0), K = p.in, G = p.groups, steps = K / cpu::kAmxStep;
+  const int64_t m32 = (M + 31) / 32 * 32;
+  // X's parts live in the row-block buffer (unused by this path otherwise): no new peak.
+  auto store = block_buffer((cpu::amx_parts_elements(M, K) / 2 + K - 1) / K, K, x2.options());
+  auto* parts = reinterpret_cast<uint16_t*>(store.data_ptr<float>());
+  auto xsum = at::empty({m32, G}, x2.options());
+  at::parallel_for(0, m32 / cpu::kAmxTile, 1, [&](int64_t t0, int64_t t1) {
+    cpu::amx_split_x(x2.data_ptr<float>(), M, K, p.gs, t0, t1, parts, xsum.data_ptr<float>());
+  });
+  const int64_t r = p.has_lora ? rank_of(A) : 0;
+  const int64_t panels = (p.out + cpu::kAmxPanelRows - 1) / cpu::kAmxPanelRows;
+  const int64_t block_groups =
+      std::max<int64_t>(1, cpu::kAmxCodeBlockBytes / (cpu::kAmxPanelRows * p.gs * 2));
+  std::vector<uint8_t> failed(panels, 0);
+  const float* a = r > 0 ? A.data_ptr<float>() : nullptr;
+  const float* sp = st.data_ptr<float>();
+  const float* bp = bt.data_ptr<float>();
+  int32_t* cl = clipped ? clipped->data_ptr<int32_t>() : nullptr;
+  float* y = Y.data_ptr<float>();
+  with_weight_data<float>(W0, 0, [&](const auto* w0) {
+    at::parallel_for(0, panels, 1, [&](int64_t q0, int64_t q1) {
+      thread_local std::vector<uint16_t> codes;
+      thread_local std::vector<float> rows, sT, bT, scratch;
+      codes.resize(cpu::kAmxPanelRows / cpu::kAmxTile * steps * 512);
+      rows.resize(cpu::kAmxTile * K);
+      sT.resize(G * cpu::kAmxPanelRows);
+      bT.resize(G * cpu::kAmxPanelRows);
+      scratch.resize(cpu::amx_scratch_elements(cpu::kAmxPanelRows));
+      for (int64_t q = q0; q < q1; ++q) {
+        const int64_t n0 = q * cpu::kAmxPanelRows, nv = std::min(cpu::kAmxPanelRows, p.out - n0);
+        const int64_t nbp = (nv + 31) / 32 * 32;
+        bool ok = true;
+        for (int64_t t = 0; t * cpu::kAmxTile < nbp; ++t) {
+          const int64_t i0 = n0 + t * cpu::kAmxTile;
+          const int64_t n = std::clamp<int64_t>(nv - t * cpu::kAmxTile, 0, cpu::kAmxTile);
+          if (n > 0)
+            cpu::merged_quantize_rows(w0 + i0 * K, a, r > 0 ? B.data_ptr<float>() + i0 * r : nullptr,
+                                      static_cast<float>(p.lora_scale), r, sp + i0 * G,
+                                      bp + i0 * G, n, K, p.gs, p.bits, rows.data(),
+                                      cl ? cl + i0 : nullptr);
+          ok = ok && cpu::amx_pack_codes(rows.data(), n, K, p.gs, sp + i0 * G, bp + i0 * G,
+                                         codes.data() + t * steps * 512);
+        }
+        if (!ok) {
+          failed[q] = 1;
+          continue;
+        }
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t i = 0; i < nbp; ++i) {
+            sT[g * nbp + i] = i < nv ? sp[(n0 + i) * G + g] : 0.0f;
+            bT[g * nbp + i] = i < nv ? bp[(n0 + i) * G + g] : 0.0f;
+          }
+        for (int64_t g0 = 0; g0 < G; g0 += block_groups)
+          cpu::amx_codes_matmul(parts, xsum.data_ptr<float>(), M, K, p.gs, codes.data(),
+                                sT.data(), bT.data(), nbp, nv, g0, std::min(G, g0 + block_groups),
+                                scratch.data(), y + n0, p.out);
+      }
+    });
+  });
+  for (int64_t q = 0; q < panels; ++q) {
+    if (!failed[q]) continue;
+    const int64_t n0 = q * cpu::kAmxPanelRows, nv = std::min(cpu::kAmxPanelRows, p.out - n0);
+    auto Wc = at::empty({nv, K}, x2.options());
+    merged_quantize_block(W0, A, B, st, bt, p, n0, nv, Wc);
+    auto Yc = Y.narrow(1, n0, nv);
+    at::mm_out(Yc, x2, Wc.t());
+  }
+}
+
 struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
   // x2: [N, in] contiguous. Returns [N, out].
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x2,
@@ -179,6 +269,12 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const auto dt = x2.scalar_type();
     const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
     auto Y = at::empty({x2.size(0), p.out}, x2.options());
+    if (use_amx_forward(x2, p)) {
+      forward_amx(x2, W0, A, B, st, bt, p, Y, count_clipped ? &clipped : nullptr);
+      if (bias.numel() > 0) Y.add_(bias);
+      ctx->save_for_backward({x2, W0, A, B, s, b, bias, clipped});
+      return Y;
+    }
     auto buf = block_buffer(p.chunk, p.in, x2.options());
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       auto Wc = buf.narrow(0, 0, n);

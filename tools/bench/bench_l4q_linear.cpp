@@ -4,7 +4,7 @@
 //
 //   bench_l4q_linear [--tokens 512] [--rank 16] [--group 128] [--bits 4] [--reps 5]
 //                    [--chunk 0] [--hidden 4096] [--inter 11008] [--threads 0]
-//                    [--only lora|qat-lora|l4q|l4q-bf16w] [--s-scale 1.0]
+//                    [--only lora|qat-lora|l4q|l4q-bf16w|l4q-blas] [--s-scale 1.0]
 //
 // --only runs one method alone (for `perf record`); its ratios are then to itself. --s-scale
 // shrinks the initial step sizes so that the quantizer clips weights (the cost of L4Q's clip
@@ -211,13 +211,23 @@ int main(int argc, char** argv) {
     return l4q::l4q_linear(x, p.W0, p.A, p.B, p.s, p.b, at::Tensor(),
                            {grid, scale, 0.0, a.chunk});
   };
+  // l4q-blas: the forward's product by BLAS on W_q even where the AMX tile path would run (the
+  // backward is the same either way).
+  const bool amx = l4q::set_amx_forward(true);
+  const Forward l4q_blas = [&](const Proj& p, const at::Tensor& x) {
+    l4q::set_amx_forward(false);
+    auto y = l4q_m(p, x);
+    l4q::set_amx_forward(amx);
+    return y;
+  };
 
   std::printf("MLP pair %lld -> %lld -> %lld, %lld tokens, rank %lld, %d-bit group %lld, "
               "row_chunk %lld, %d threads, freed memory %s, median of %d steps (ratios: median of "
-              "paired per-step ratios)\n",
+              "paired per-step ratios), L4Q forward on %s\n",
               (long long)a.hidden, (long long)a.inter, (long long)a.hidden, (long long)a.tokens,
               (long long)a.rank, a.bits, (long long)a.group, (long long)a.chunk, threads,
-              kept ? "kept" : "returned to the OS", a.reps);
+              kept ? "kept" : "returned to the OS", a.reps,
+              amx ? "AMX tiles from its codes (l4q-blas: BLAS on W_q)" : "BLAS on W_q (no AMX here)");
   {
     at::manual_seed(0);
     const auto up = make_proj(a.inter, a.hidden, a, false),
@@ -234,10 +244,11 @@ int main(int argc, char** argv) {
   for (const auto& m : std::vector<Method>{{"lora", lora},
                                            {"qat-lora", qat_lora},
                                            {"l4q", l4q_m},
-                                           {"l4q-bf16w", l4q_m, true}})
+                                           {"l4q-bf16w", l4q_m, true},
+                                           {"l4q-blas", l4q_blas}})
     if (a.only.empty() || a.only == m.name) methods.push_back(m);
   if (methods.empty()) {
-    std::fprintf(stderr, "--only: expected lora, qat-lora, l4q or l4q-bf16w, got %s\n",
+    std::fprintf(stderr, "--only: expected lora, qat-lora, l4q, l4q-bf16w or l4q-blas, got %s\n",
                  a.only.c_str());
     return 2;
   }

@@ -1,0 +1,336 @@
+// The AMX tile path of the L4Q forward product (codes_matmul.h): detection, the split of X,
+// the packing of codes and the tile loops.
+//
+// Every function that runs AVX-512 or tile instructions carries its own target attribute (no
+// per-file -m flags: templates and inline functions instantiated here must stay baseline code
+// for the linker to share), and runs only after amx_enabled() said yes.
+#include "quant/codes_matmul.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "l4q/error.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#define L4Q_HAVE_AMX 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define L4Q_AMX_TARGET \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#else
+#define L4Q_HAVE_AMX 0
+#endif
+
+namespace l4q::cpu {
+namespace {
+
+#if L4Q_HAVE_AMX
+bool detect_amx() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool tile = (d >> 24) & 1, amx_bf16 = (d >> 22) & 1;
+  const bool avx512 = ((b >> 16) & 1) && ((b >> 17) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1);
+  if (!tile || !amx_bf16 || !avx512) return false;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d) || !((a >> 5) & 1)) return false;  // AVX512-BF16
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !((c >> 27) & 1)) return false;          // OSXSAVE
+  unsigned lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  // The OS saves opmask/ZMM state (bits 5-7) and may grant XTILECFG/XTILEDATA (17, 18).
+  if ((lo & 0xE6u) != 0xE6u) return false;
+  // Linux hands the tile data state out per process on request (ARCH_REQ_XCOMP_PERM).
+  constexpr long kReqXcompPerm = 0x1023, kXtileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+}
+#endif
+
+bool env_allows_amx() {
+  const char* v = std::getenv("L4Q_AMX");
+  const std::string s = v ? v : "";
+  if (!s.empty() && s != "0" && s != "1")
+    fail("environment variable L4Q_AMX: expected 0 (off) or 1 (on where the CPU has it), got '",
+         s, "'");
+  return s != "0";
+}
+
+std::atomic<int> g_amx{-1};  // -1: automatic; 0/1: set by set_amx_enabled
+
+}  // namespace
+
+bool amx_available() {
+#if L4Q_HAVE_AMX
+  static const bool has = detect_amx();
+  return has;
+#else
+  return false;
+#endif
+}
+
+bool amx_enabled() {
+  const int set = g_amx.load(std::memory_order_relaxed);
+  if (set >= 0) return set == 1;
+  static const bool automatic = amx_available() && env_allows_amx();
+  return automatic;
+}
+
+void set_amx_enabled(std::optional<bool> on) {
+  if (on && *on && !amx_available())
+    fail("[set_amx_enabled] this CPU, OS or build has no AMX-BF16 tile unit");
+  g_amx.store(on ? int(*on) : -1, std::memory_order_relaxed);
+}
+
+int64_t amx_parts_elements(int64_t M, int64_t K) {
+  const int64_t m32 = (M + 31) / 32 * 32;
+  return m32 * K * 3;
+}
+
+#if L4Q_HAVE_AMX
+// GCC 12's AVX-512 intrinsics pass an undefined register as an unused merge source, which
+// -Wmaybe-uninitialized reports wherever they are inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace {
+
+// 16 bfloat16 (as uint16) to fp32: exact.
+L4Q_AMX_TARGET inline __m512 widen_bf16(__m256i h) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+L4Q_AMX_TARGET inline __m256i to_bf16(__m512 x) {
+  return (__m256i)_mm512_cvtneps_pbh(x);
+}
+
+// The tile configuration: palette 1, tiles 0-7 all 16 rows of 64 bytes.
+// 0-3: C (fp32 16x16), 4-5: A (two token tiles), 6-7: B (two code tiles).
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
+
+}  // namespace
+
+L4Q_AMX_TARGET void amx_split_x(const float* X, int64_t M, int64_t K, int64_t gs, int64_t t0,
+                                int64_t t1, uint16_t* parts, float* xsum) {
+  const int64_t steps = K / kAmxStep, groups = K / gs, per_group = gs / kAmxStep;
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t rr = 0; rr < kAmxTile; ++rr) {
+      const int64_t m = t * kAmxTile + rr;
+      for (int64_t g = 0; g < groups; ++g) {
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t ks = g * per_group; ks < (g + 1) * per_group; ++ks) {
+          uint16_t* dst = parts + ((t * steps + ks) * 3) * 512 + rr * kAmxStep;
+          for (int h = 0; h < 2; ++h) {
+            const __m512 x = m < M ? _mm512_loadu_ps(X + m * K + ks * kAmxStep + 16 * h)
+                                   : _mm512_setzero_ps();
+            sum = _mm512_add_ps(sum, x);
+            // Round to nearest at each step: every remainder is exact in fp32 and the last fits
+            // in 8 bits (codes_matmul.h).
+            const __m256i p1 = to_bf16(x);
+            const __m512 r1 = _mm512_sub_ps(x, widen_bf16(p1));
+            const __m256i p2 = to_bf16(r1);
+            const __m256i p3 = to_bf16(_mm512_sub_ps(r1, widen_bf16(p2)));
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16 * h), p1);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 512 + 16 * h), p2);
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 1024 + 16 * h), p3);
+          }
+        }
+        xsum[m * groups + g] = _mm512_reduce_add_ps(sum);
+      }
+    }
+  }
+}
+
+// Transposes 16 rows of 16 dwords in place: r[j] becomes column j (rows 0..15 in its lanes).
+L4Q_AMX_TARGET inline void transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane L: t[2i] = r[2i][4L], r[2i+1][4L], ...
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {  // u[4i + c], lane L: rows 4i..4i+3 of column 4L + c
+    u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {  // column 4L + c: lane L of u[c], u[4 + c], u[8 + c], u[12 + c]
+    const __m512i a = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
+    const __m512i b = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+    const __m512i e = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512i f = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+    r[c] = _mm512_shuffle_i32x4(a, e, 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(a, e, 0xdd);
+    r[4 + c] = _mm512_shuffle_i32x4(b, f, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(b, f, 0xdd);
+  }
+}
+
+L4Q_AMX_TARGET bool amx_pack_codes(const float* wq, int64_t rows, int64_t K, int64_t gs,
+                                   const float* s, const float* b, uint16_t* codes) {
+  const int64_t steps = K / kAmxStep, groups = K / gs;
+  const __m512 limit = _mm512_set1_ps(256.0f);
+  __mmask16 bad = 0;
+  for (int64_t ks = 0; ks < steps; ++ks) {
+    const int64_t g = ks * kAmxStep / gs;
+    // Row n's 32 codes of this step as 16 bf16 pairs; the tile wants pair kp of every row
+    // together (row kp of the B operand), so the 16 x 16 pairs are transposed.
+    __m512i r[16];
+    for (int64_t n = 0; n < kAmxTile; ++n) {
+      if (n >= rows) {
+        r[n] = _mm512_setzero_si512();
+        continue;
+      }
+      const __m512 sv = _mm512_set1_ps(s[n * groups + g]), bv = _mm512_set1_ps(b[n * groups + g]);
+      __m512 q[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m512 w = _mm512_loadu_ps(wq + n * K + ks * kAmxStep + 16 * h);
+        q[h] = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(w, bv), sv),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        // The code is right if it dequantizes (a multiply, then an add: qmath::dequantize) to
+        // the very value of W_q; NaN compares unequal.
+        const __m512 back = _mm512_add_ps(_mm512_mul_ps(q[h], sv), bv);
+        bad |= static_cast<__mmask16>(~_mm512_cmp_ps_mask(back, w, _CMP_EQ_OQ));
+        bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(q[h]), limit, _CMP_GT_OQ);
+      }
+      r[n] = (__m512i)_mm512_cvtne2ps_pbh(q[1], q[0]);
+    }
+    transpose16(r);
+    for (int kp = 0; kp < 16; ++kp)
+      _mm512_storeu_si512(codes + ks * 512 + kp * 32, r[kp]);
+  }
+  return bad == 0;
+}
+
+L4Q_AMX_TARGET void amx_codes_matmul(const uint16_t* parts, const float* xsum, int64_t M,
+                                     int64_t K, int64_t gs, const uint16_t* codes,
+                                     const float* sT, const float* bT, int64_t nbp,
+                                     int64_t nvalid, int64_t g0, int64_t g1, float* scratch,
+                                     float* Y, int64_t ldy) {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.rows[i] = 16;
+    cfg.colsb[i] = 64;
+  }
+  _tile_loadconfig(&cfg);
+  const int64_t steps = K / kAmxStep, groups = K / gs, per_group = gs / kAmxStep;
+  const int64_t m32 = (M + 31) / 32 * 32;
+  float* acc = scratch;                // [32, nbp]
+  float* P = scratch + 32 * nbp;       // two rounds of 4 tiles of 16 x 16
+  constexpr int64_t kTileElems = 512;  // bf16 elements of one A or B tile
+  for (int64_t m0 = 0; m0 < m32; m0 += 32) {
+    const int64_t mt = m0 / kAmxTile;
+    const int64_t mrows = std::min<int64_t>(32, M - m0);
+    for (int64_t i = 0; i < 32; ++i) {
+      float* a = acc + i * nbp;
+      if (g0 == 0 || i >= mrows) {
+        std::memset(a, 0, sizeof(float) * nbp);
+      } else {
+        std::memcpy(a, Y + (m0 + i) * ldy, sizeof(float) * nvalid);
+        std::memset(a + nvalid, 0, sizeof(float) * (nbp - nvalid));
+      }
+    }
+    // acc = fma(s, P, acc), then acc += b S (a multiply, then an add): per element, in
+    // ascending group order. With one nonzero term, as for X = I: fl(fl(s q) + b).
+    auto epilogue = [&](int64_t g, int64_t j, const float* Pe) L4Q_AMX_TARGET {
+      for (int half = 0; half < 2; ++half) {
+        const __m512 sv = _mm512_loadu_ps(sT + g * nbp + j + 16 * half);
+        const __m512 bv = _mm512_loadu_ps(bT + g * nbp + j + 16 * half);
+        for (int64_t i = 0; i < 32; ++i) {
+          const float* p = Pe + ((i / 16) * 2 + half) * 256 + (i % 16) * 16;
+          float* a = acc + i * nbp + j + 16 * half;
+          __m512 v = _mm512_fmadd_ps(sv, _mm512_loadu_ps(p), _mm512_loadu_ps(a));
+          v = _mm512_add_ps(v, _mm512_mul_ps(bv, _mm512_set1_ps(xsum[(m0 + i) * groups + g])));
+          _mm512_storeu_ps(a, v);
+        }
+      }
+    };
+    bool pending = false;
+    int64_t prev_g = 0, prev_j = 0, round = 0;
+    for (int64_t g = g0; g < g1; ++g) {
+      for (int64_t j = 0; j < nbp; j += 32) {
+        const int64_t nt = j / kAmxTile;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        // Software-pipelined: each tile is reloaded as soon as its last product of the step has
+        // been issued, so its load overlaps the products still to come (tiles are not renamed:
+        // a load waits for every earlier product that reads the tile).
+        const int64_t ks0 = g * per_group, ks1 = ks0 + per_group;
+        auto codes_at = [&](int64_t t, int64_t ks) { return codes + (t * steps + ks) * kTileElems; };
+        auto parts_at = [&](int64_t t, int64_t ks, int sp) {
+          return parts + ((t * steps + ks) * 3 + sp) * kTileElems;
+        };
+        _tile_loadd(6, codes_at(nt, ks0), 64);
+        _tile_loadd(7, codes_at(nt + 1, ks0), 64);
+        _tile_loadd(4, parts_at(mt, ks0, 0), 64);
+        _tile_loadd(5, parts_at(mt + 1, ks0, 0), 64);
+        for (int64_t ks = ks0; ks < ks1; ++ks) {
+          for (int sp = 0; sp < 2; ++sp) {
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_loadd(4, parts_at(mt, ks, sp + 1), 64);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(5, parts_at(mt + 1, ks, sp + 1), 64);
+          }
+          const bool more = ks + 1 < ks1;
+          _tile_dpbf16ps(0, 4, 6);
+          _tile_dpbf16ps(2, 5, 6);
+          if (more) _tile_loadd(6, codes_at(nt, ks + 1), 64);
+          _tile_dpbf16ps(1, 4, 7);
+          if (more) _tile_loadd(4, parts_at(mt, ks + 1, 0), 64);
+          _tile_dpbf16ps(3, 5, 7);
+          if (more) {
+            _tile_loadd(7, codes_at(nt + 1, ks + 1), 64);
+            _tile_loadd(5, parts_at(mt + 1, ks + 1, 0), 64);
+          }
+        }
+        // The previous round's epilogue runs here, after this round's tile products were
+        // issued: the vector units work through it while the tile unit multiplies.
+        if (pending) epilogue(prev_g, prev_j, P + 1024 * (round & 1 ^ 1));
+        float* Pr = P + 1024 * (round & 1);
+        _tile_stored(0, Pr, 64);
+        _tile_stored(1, Pr + 256, 64);
+        _tile_stored(2, Pr + 512, 64);
+        _tile_stored(3, Pr + 768, 64);
+        pending = true;
+        prev_g = g;
+        prev_j = j;
+        ++round;
+      }
+    }
+    if (pending) epilogue(prev_g, prev_j, P + 1024 * (round & 1 ^ 1));
+    for (int64_t i = 0; i < mrows; ++i)
+      std::memcpy(Y + (m0 + i) * ldy, acc + i * nbp, sizeof(float) * nvalid);
+  }
+  _tile_release();
+}
+#pragma GCC diagnostic pop
+
+#else  // !L4Q_HAVE_AMX: never called (amx_enabled() is false)
+
+void amx_split_x(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*, float*) {
+  fail("[amx_split_x] built without the AMX path");
+}
+bool amx_pack_codes(const float*, int64_t, int64_t, int64_t, const float*, const float*,
+                    uint16_t*) {
+  fail("[amx_pack_codes] built without the AMX path");
+}
+void amx_codes_matmul(const uint16_t*, const float*, int64_t, int64_t, int64_t, const uint16_t*,
+                      const float*, const float*, int64_t, int64_t, int64_t, int64_t, float*,
+                      float*, int64_t) {
+  fail("[amx_codes_matmul] built without the AMX path");
+}
+
+#endif
+
+}  // namespace l4q::cpu
