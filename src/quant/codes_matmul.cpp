@@ -115,6 +115,65 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
 
+// C tiles 0-3 += (A0, A1) x (B0, B1) over the steps [k0, k1) (k0 < k1): tile 0 = A0 B0,
+// 1 = A0 B1, 2 = A1 B0, 3 = A1 B1. A step's three parts of A are at a + (k * 3 + part) * 512,
+// its B tile at b + k * 512 (bf16 elements). Tiles 4-5 hold A, 6-7 B.
+// Software-pipelined: each tile is reloaded as soon as its last product of the step has been
+// issued, so its load overlaps the products still to come (tiles are not renamed: a load waits
+// for every earlier product that reads the tile).
+L4Q_AMX_TARGET inline void tile_products(const uint16_t* a0, const uint16_t* a1,
+                                         const uint16_t* b0, const uint16_t* b1, int64_t k0,
+                                         int64_t k1) {
+  constexpr int64_t T = 512;
+  _tile_loadd(6, b0 + k0 * T, 64);
+  _tile_loadd(7, b1 + k0 * T, 64);
+  _tile_loadd(4, a0 + k0 * 3 * T, 64);
+  _tile_loadd(5, a1 + k0 * 3 * T, 64);
+  for (int64_t k = k0; k < k1; ++k) {
+    for (int sp = 0; sp < 2; ++sp) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_loadd(4, a0 + (k * 3 + sp + 1) * T, 64);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+      _tile_loadd(5, a1 + (k * 3 + sp + 1) * T, 64);
+    }
+    const bool more = k + 1 < k1;
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(2, 5, 6);
+    if (more) _tile_loadd(6, b0 + (k + 1) * T, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    if (more) _tile_loadd(4, a0 + (k + 1) * 3 * T, 64);
+    _tile_dpbf16ps(3, 5, 7);
+    if (more) {
+      _tile_loadd(7, b1 + (k + 1) * T, 64);
+      _tile_loadd(5, a1 + (k + 1) * 3 * T, 64);
+    }
+  }
+}
+
+L4Q_AMX_TARGET void load_tile_config() {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.rows[i] = 16;
+    cfg.colsb[i] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// Stores x's three bfloat16 parts (x1 + x2 + x3 == x exactly): 16 values each, at p, p + 512
+// and p + 1024. Round to nearest at each step: every remainder is exact in fp32 and the last
+// fits in 8 bits (codes_matmul.h).
+L4Q_AMX_TARGET inline void store_parts(__m512 x, uint16_t* p) {
+  const __m256i p1 = to_bf16(x);
+  const __m512 r1 = _mm512_sub_ps(x, widen_bf16(p1));
+  const __m256i p2 = to_bf16(r1);
+  const __m256i p3 = to_bf16(_mm512_sub_ps(r1, widen_bf16(p2)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), p1);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 512), p2);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 1024), p3);
+}
+
 }  // namespace
 
 L4Q_AMX_TARGET void amx_split_x(const float* X, int64_t M, int64_t K, int64_t gs, int64_t t0,
@@ -131,15 +190,7 @@ L4Q_AMX_TARGET void amx_split_x(const float* X, int64_t M, int64_t K, int64_t gs
             const __m512 x = m < M ? _mm512_loadu_ps(X + m * K + ks * kAmxStep + 16 * h)
                                    : _mm512_setzero_ps();
             sum = _mm512_add_ps(sum, x);
-            // Round to nearest at each step: every remainder is exact in fp32 and the last fits
-            // in 8 bits (codes_matmul.h).
-            const __m256i p1 = to_bf16(x);
-            const __m512 r1 = _mm512_sub_ps(x, widen_bf16(p1));
-            const __m256i p2 = to_bf16(r1);
-            const __m256i p3 = to_bf16(_mm512_sub_ps(r1, widen_bf16(p2)));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16 * h), p1);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 512 + 16 * h), p2);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 1024 + 16 * h), p3);
+            store_parts(x, dst + 16 * h);
           }
         }
         xsum[m * groups + g] = _mm512_reduce_add_ps(sum);
@@ -214,12 +265,7 @@ L4Q_AMX_TARGET void amx_codes_matmul(const uint16_t* parts, const float* xsum, i
                                      const float* sT, const float* bT, int64_t nbp,
                                      int64_t nvalid, int64_t g0, int64_t g1, float* scratch,
                                      float* Y, int64_t ldy) {
-  TileConfig cfg;
-  for (int i = 0; i < 8; ++i) {
-    cfg.rows[i] = 16;
-    cfg.colsb[i] = 64;
-  }
-  _tile_loadconfig(&cfg);
+  load_tile_config();
   const int64_t steps = K / kAmxStep, groups = K / gs, per_group = gs / kAmxStep;
   const int64_t m32 = (M + 31) / 32 * 32;
   float* acc = scratch;                // [32, nbp]
@@ -261,42 +307,13 @@ L4Q_AMX_TARGET void amx_codes_matmul(const uint16_t* parts, const float* xsum, i
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
-        // Software-pipelined: each tile is reloaded as soon as its last product of the step has
-        // been issued, so its load overlaps the products still to come (tiles are not renamed:
-        // a load waits for every earlier product that reads the tile).
-        const int64_t ks0 = g * per_group, ks1 = ks0 + per_group;
-        auto codes_at = [&](int64_t t, int64_t ks) { return codes + (t * steps + ks) * kTileElems; };
-        auto parts_at = [&](int64_t t, int64_t ks, int sp) {
-          return parts + ((t * steps + ks) * 3 + sp) * kTileElems;
-        };
-        _tile_loadd(6, codes_at(nt, ks0), 64);
-        _tile_loadd(7, codes_at(nt + 1, ks0), 64);
-        _tile_loadd(4, parts_at(mt, ks0, 0), 64);
-        _tile_loadd(5, parts_at(mt + 1, ks0, 0), 64);
-        for (int64_t ks = ks0; ks < ks1; ++ks) {
-          for (int sp = 0; sp < 2; ++sp) {
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_loadd(4, parts_at(mt, ks, sp + 1), 64);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
-            _tile_loadd(5, parts_at(mt + 1, ks, sp + 1), 64);
-          }
-          const bool more = ks + 1 < ks1;
-          _tile_dpbf16ps(0, 4, 6);
-          _tile_dpbf16ps(2, 5, 6);
-          if (more) _tile_loadd(6, codes_at(nt, ks + 1), 64);
-          _tile_dpbf16ps(1, 4, 7);
-          if (more) _tile_loadd(4, parts_at(mt, ks + 1, 0), 64);
-          _tile_dpbf16ps(3, 5, 7);
-          if (more) {
-            _tile_loadd(7, codes_at(nt + 1, ks + 1), 64);
-            _tile_loadd(5, parts_at(mt + 1, ks + 1, 0), 64);
-          }
-        }
+        const int64_t ks0 = g * per_group;
+        tile_products(parts + mt * steps * 3 * kTileElems, parts + (mt + 1) * steps * 3 * kTileElems,
+                      codes + nt * steps * kTileElems, codes + (nt + 1) * steps * kTileElems, ks0,
+                      ks0 + per_group);
         // The previous round's epilogue runs here, after this round's tile products were
         // issued: the vector units work through it while the tile unit multiplies.
-        if (pending) epilogue(prev_g, prev_j, P + 1024 * (round & 1 ^ 1));
+        if (pending) epilogue(prev_g, prev_j, P + 1024 * ((round & 1) ^ 1));
         float* Pr = P + 1024 * (round & 1);
         _tile_stored(0, Pr, 64);
         _tile_stored(1, Pr + 256, 64);
@@ -308,12 +325,13 @@ L4Q_AMX_TARGET void amx_codes_matmul(const uint16_t* parts, const float* xsum, i
         ++round;
       }
     }
-    if (pending) epilogue(prev_g, prev_j, P + 1024 * (round & 1 ^ 1));
+    if (pending) epilogue(prev_g, prev_j, P + 1024 * ((round & 1) ^ 1));
     for (int64_t i = 0; i < mrows; ++i)
       std::memcpy(Y + (m0 + i) * ldy, acc + i * nbp, sizeof(float) * nvalid);
   }
   _tile_release();
 }
+
 #pragma GCC diagnostic pop
 
 #else  // !L4Q_HAVE_AMX: never called (amx_enabled() is false)
