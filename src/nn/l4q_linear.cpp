@@ -26,7 +26,7 @@ int64_t& detail::lora_direct_max_elements() {
   return n;
 }
 
-int64_t& detail::amx_forward_min_macs() {
+int64_t& detail::amx_min_macs() {
   static int64_t n = int64_t(1) << 24;
   return n;
 }
@@ -153,11 +153,12 @@ void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::
   });
 }
 
-// Whether the forward product runs on AMX tiles from W_q's codes (src/quant/codes_matmul.h):
-// fp32 on the CPU, groups of whole 32-column steps, and enough work to repay splitting X.
-bool use_amx_forward(const at::Tensor& x2, const Plan& p) {
+// Whether the products with W_q (forward, input gradient) run on AMX tiles from its codes
+// (src/quant/codes_matmul.h): fp32 on the CPU, groups of whole 32-column steps, and enough
+// work to repay splitting X or dY.
+bool use_amx(const at::Tensor& x2, const Plan& p) {
   return x2.scalar_type() == at::kFloat && !x2.is_cuda() && p.gs % cpu::kAmxStep == 0 &&
-         x2.size(0) * p.out * p.in >= detail::amx_forward_min_macs() && cpu::amx_enabled();
+         x2.size(0) * p.out * p.in >= detail::amx_min_macs() && cpu::amx_enabled();
 }
 
 // Y = X W_q^T on AMX (codes_matmul.h). W_q's rows are built and quantized 16 at a time by the
@@ -235,6 +236,52 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
   }
 }
 
+// dX += dY[:, rows] W_q[rows] for the row block [r0, r0 + n) on AMX (codes_matmul.h), with
+// W_q in Wc as the backward pass wrote it. Returns false, with dX untouched, if some slab's
+// values do not round-trip through their codes (the caller then uses BLAS on Wc): slabs are
+// packed and checked before any is added.
+void input_grad_amx(const at::Tensor& dY, const at::Tensor& st, const at::Tensor& bt,
+                    const Plan& p, int64_t r0, int64_t n, const at::Tensor& Wc, at::Tensor& dX) {
+  const int64_t M = dY.size(0), K = p.in, G = p.groups;
+  const int64_t cw = cpu::amx_dx_slab_columns(p.gs), slabs = K / cw;
+  // T = dY[:, rows] b[rows]: the offsets' share, per token and group.
+  const auto T = at::mm(dY.narrow(1, r0, n), bt.narrow(0, r0, n));
+  const float* sp = st.data_ptr<float>() + r0 * G;
+  const float* bp = bt.data_ptr<float>() + r0 * G;
+  const float* dy = dY.data_ptr<float>() + r0;
+  const float* w = Wc.data_ptr<float>();
+  const float* tp = T.data_ptr<float>();
+  float* dx = dX.data_ptr<float>();
+  std::vector<uint8_t> failed(slabs, 0);
+  at::parallel_for(0, slabs, 1, [&](int64_t c0, int64_t c1) {
+    thread_local std::vector<uint16_t> codes, parts;
+    thread_local std::vector<float> sg, bg, scratch;
+    codes.resize(cpu::amx_dx_codes_elements(n, cw));
+    parts.resize(2 * cpu::amx_dx_parts_elements(n));
+    sg.resize(n);
+    bg.resize(n);
+    scratch.resize(1024);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t k0 = c * cw, g = k0 / p.gs;
+      for (int64_t i = 0; i < n; ++i) {
+        sg[i] = sp[i * G + g];
+        bg[i] = bp[i * G + g];
+      }
+      if (!cpu::amx_dx_pack_codes(w + k0, K, n, cw, sg.data(), bg.data(), codes.data())) {
+        failed[c] = 1;
+        continue;
+      }
+      cpu::amx_dx_slab(dy, p.out, M, n, sg.data(), codes.data(), cw, tp + g, G, parts.data(),
+                       scratch.data(), dx + k0, K);
+    }
+  });
+  for (int64_t c = 0; c < slabs; ++c) {
+    if (!failed[c]) continue;
+    auto dXc = dX.narrow(1, c * cw, cw);
+    dXc.addmm_(dY.narrow(1, r0, n), Wc.narrow(1, c * cw, cw));
+  }
+}
+
 struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
   // x2: [N, in] contiguous. Returns [N, out].
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x2,
@@ -258,6 +305,9 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     ctx->saved_data["lora_scale"] = lora_scale;
     ctx->saved_data["grad_scale"] = grad_scale;
     ctx->saved_data["chunk"] = chunk;
+    // The backward multiplies by W_q on the tiles too if the forward did: one layer, one path.
+    const bool amx = use_amx(x2, p);
+    ctx->saved_data["amx"] = amx;
 #if L4Q_WITH_CUDA_KERNELS
     if (x2.is_cuda()) {
       auto Yc = cuda::l4q_linear_forward(x2, W0, A, B, s, b, p.bits, gs, lora_scale);
@@ -269,7 +319,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     const auto dt = x2.scalar_type();
     const auto st = s.to(dt).contiguous(), bt = b.to(dt).contiguous();
     auto Y = at::empty({x2.size(0), p.out}, x2.options());
-    if (use_amx_forward(x2, p)) {
+    if (amx) {
       forward_amx(x2, W0, A, B, st, bt, p, Y, count_clipped ? &clipped : nullptr);
       if (bias.numel() > 0) Y.add_(bias);
       ctx->save_for_backward({x2, W0, A, B, s, b, bias, clipped});
@@ -369,6 +419,7 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     at::Tensor dB = unmasked_b ? at::empty_like(B) : at::Tensor();
     const at::Tensor XA = unmasked_b ? at::mm(x2, A.t()) : at::Tensor();
     at::Tensor dYB = unmasked_a ? at::empty({x2.size(0), r}, x2.options()) : at::Tensor();
+    const bool amx_dx = need_x && ctx->saved_data["amx"].toBool();
     for_row_blocks(p, [&](int64_t r0, int64_t n) {
       // G = dY[:, rows]^T X: the gradient w.r.t. this block of W_q, over every token.
       auto G = need_w ? dW.narrow(0, r0, n) : gbuf.narrow(0, 0, n);
@@ -418,8 +469,14 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
         else dYB.addmm_(dYc, Bo);
       }
       if (need_x) {
-        if (r0 == 0) at::mm_out(dX, dYc, Wc);
-        else dX.addmm_(dYc, Wc);
+        if (amx_dx) {
+          if (r0 == 0) dX.zero_();
+          input_grad_amx(dY, st, bt, p, r0, n, Wc, dX);
+        } else if (r0 == 0) {
+          at::mm_out(dX, dYc, Wc);
+        } else {
+          dX.addmm_(dYc, Wc);
+        }
       }
     });
     if (need_b) dB = (all_direct ? dB_clip.neg_() : dB.sub_(dB_clip)).mul_(p.lora_scale);

@@ -10,9 +10,10 @@ namespace l4q::detail {
 // Default 65536.
 int64_t& lora_direct_max_elements();
 
-// The forward runs on AMX tiles from W_q's codes (src/quant/codes_matmul.h), where the CPU has
-// them, for products of at least this many multiply-adds (tokens x out x in); smaller ones call
-// BLAS on W_q, whose fixed cost is lower. Default 2^24.
-int64_t& amx_forward_min_macs();
+// The products with W_q (forward and input gradient) run on AMX tiles from its codes
+// (src/quant/codes_matmul.h), where the CPU has them, for layers of at least this many
+// multiply-adds per product (tokens x out x in); smaller ones call BLAS on W_q, whose fixed
+// cost is lower. Default 2^24.
+int64_t& amx_min_macs();
 
 }  // namespace l4q::detail

@@ -84,6 +84,13 @@ void set_amx_enabled(std::optional<bool> on) {
   g_amx.store(on ? int(*on) : -1, std::memory_order_relaxed);
 }
 
+int64_t amx_dx_slab_columns(int64_t gs) {
+  if (gs <= 128) return gs;
+  return gs % 128 == 0 ? 128 : gs % 64 == 0 ? 64 : 32;
+}
+int64_t amx_dx_parts_elements(int64_t nb) { return 32 * ((nb + 31) / 32 * 32) * 3; }
+int64_t amx_dx_codes_elements(int64_t nb, int64_t cw) { return cw * ((nb + 31) / 32 * 32); }
+
 int64_t amx_parts_elements(int64_t M, int64_t K) {
   const int64_t m32 = (M + 31) / 32 * 32;
   return m32 * K * 3;
@@ -117,13 +124,18 @@ static_assert(sizeof(TileConfig) == 64, "LDTILECFG reads 64 bytes");
 
 // C tiles 0-3 += (A0, A1) x (B0, B1) over the steps [k0, k1) (k0 < k1): tile 0 = A0 B0,
 // 1 = A0 B1, 2 = A1 B0, 3 = A1 B1. A step's three parts of A are at a + (k * 3 + part) * 512,
-// its B tile at b + k * 512 (bf16 elements). Tiles 4-5 hold A, 6-7 B.
+// its B tile at b + k * 512 (bf16 elements). Tiles 4-5 hold A, 6-7 B. between(k) runs after
+// step k's tile instructions are issued: vector work placed there runs while they execute.
 // Software-pipelined: each tile is reloaded as soon as its last product of the step has been
 // issued, so its load overlaps the products still to come (tiles are not renamed: a load waits
 // for every earlier product that reads the tile).
+struct NoWork {
+  void operator()(int64_t) const {}
+};
+template <typename F = NoWork>
 L4Q_AMX_TARGET inline void tile_products(const uint16_t* a0, const uint16_t* a1,
                                          const uint16_t* b0, const uint16_t* b1, int64_t k0,
-                                         int64_t k1) {
+                                         int64_t k1, F&& between = F{}) {
   constexpr int64_t T = 512;
   _tile_loadd(6, b0 + k0 * T, 64);
   _tile_loadd(7, b1 + k0 * T, 64);
@@ -149,6 +161,7 @@ L4Q_AMX_TARGET inline void tile_products(const uint16_t* a0, const uint16_t* a1,
       _tile_loadd(7, b1 + (k + 1) * T, 64);
       _tile_loadd(5, a1 + (k + 1) * 3 * T, 64);
     }
+    between(k);  // vector work that overlaps this step's products
   }
 }
 
@@ -332,21 +345,121 @@ L4Q_AMX_TARGET void amx_codes_matmul(const uint16_t* parts, const float* xsum, i
   _tile_release();
 }
 
+L4Q_AMX_TARGET bool amx_dx_pack_codes(const float* wq, int64_t ldw, int64_t nb, int64_t cw,
+                                      const float* sg, const float* bg, uint16_t* dcodes) {
+  const int64_t steps = (nb + 31) / 32;
+  const __m512 limit = _mm512_set1_ps(256.0f);
+  // vpermw: (even row's k, odd row's k) pairs from [even 0..15 | odd 0..15].
+  const __m512i interleave = _mm512_setr_epi32(
+      16 << 16 | 0, 17 << 16 | 1, 18 << 16 | 2, 19 << 16 | 3, 20 << 16 | 4, 21 << 16 | 5,
+      22 << 16 | 6, 23 << 16 | 7, 24 << 16 | 8, 25 << 16 | 9, 26 << 16 | 10, 27 << 16 | 11,
+      28 << 16 | 12, 29 << 16 | 13, 30 << 16 | 14, 31 << 16 | 15);
+  __mmask16 bad = 0;
+  auto codes_of = [&](int64_t n, int64_t kt) L4Q_AMX_TARGET {
+    if (n >= nb) return _mm512_setzero_ps();
+    const __m512 sv = _mm512_set1_ps(sg[n]), bv = _mm512_set1_ps(bg[n]);
+    const __m512 w = _mm512_loadu_ps(wq + n * ldw + kt * 16);
+    const __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(w, bv), sv),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    bad |= static_cast<__mmask16>(
+        ~_mm512_cmp_ps_mask(_mm512_add_ps(_mm512_mul_ps(q, sv), bv), w, _CMP_EQ_OQ));
+    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(q), limit, _CMP_GT_OQ);
+    return q;
+  };
+  for (int64_t ns = 0; ns < steps; ++ns)
+    for (int64_t np = 0; np < 16; ++np) {
+      const int64_t n = ns * 32 + 2 * np;
+      for (int64_t kt = 0; kt < cw / 16; ++kt) {
+        const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(codes_of(n + 1, kt), codes_of(n, kt));
+        _mm512_storeu_si512(dcodes + (kt * steps + ns) * 512 + np * 32,
+                            _mm512_permutexvar_epi16(interleave, both));
+      }
+    }
+  return bad == 0;
+}
+
+namespace {
+
+// Tokens [i0, i1) of 32 (rows >= mrows zero), step ns: D = fl(dY s) split into dparts.
+L4Q_AMX_TARGET inline void split_scaled(const float* dY, int64_t ldy, int64_t mrows, int64_t nb,
+                                        const float* sg, int64_t i0, int64_t i1, int64_t ns,
+                                        int64_t steps, uint16_t* dparts) {
+  for (int64_t i = i0; i < i1; ++i) {
+    const int64_t mt = i / kAmxTile, rr = i % kAmxTile;
+    uint16_t* dst = dparts + ((mt * steps + ns) * 3) * 512 + rr * kAmxStep;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t n = ns * 32 + 16 * h;
+      const __mmask16 valid =
+          i < mrows && n < nb
+              ? static_cast<__mmask16>(nb - n >= 16 ? 0xFFFF : (1u << (nb - n)) - 1)
+              : 0;
+      const __m512 d = _mm512_mul_ps(_mm512_maskz_loadu_ps(valid, dY + i * ldy + n),
+                                     _mm512_maskz_loadu_ps(valid, sg + n));
+      store_parts(d, dst + 16 * h);
+    }
+  }
+}
+
+}  // namespace
+
+L4Q_AMX_TARGET void amx_dx_slab(const float* dY, int64_t ldy, int64_t M, int64_t nb,
+                                const float* sg, const uint16_t* dcodes, int64_t cw,
+                                const float* t, int64_t ldt, uint16_t* dparts, float* scratch,
+                                float* dX, int64_t ldx) {
+  load_tile_config();
+  const int64_t steps = (nb + 31) / 32, per = amx_dx_parts_elements(nb), pairs = cw / 32;
+  for (int64_t ns = 0; ns < steps; ++ns)
+    split_scaled(dY, ldy, std::min<int64_t>(M, 32), nb, sg, 0, 32, ns, steps, dparts);
+  float* C = scratch;  // [32][32]: the four tiles of a 32 x 32 block of dX
+  for (int64_t m0 = 0; m0 < M; m0 += 32) {
+    const uint16_t* cur = dparts + ((m0 / 32) & 1) * per;
+    uint16_t* next = dparts + (((m0 / 32) & 1) ^ 1) * per;
+    const int64_t mrows = std::min<int64_t>(32, M - m0), next_rows = M - m0 - 32;
+    for (int64_t q = 0; q < pairs; ++q) {
+      const int64_t c = q * 32;
+      for (int64_t i = 0; i < 32; ++i) {
+        if (i < mrows) std::memcpy(C + i * 32, dX + (m0 + i) * ldx + c, sizeof(float) * 32);
+        else std::memset(C + i * 32, 0, sizeof(float) * 32);
+      }
+      _tile_loadd(0, C, 128);
+      _tile_loadd(1, C + 16, 128);
+      _tile_loadd(2, C + 16 * 32, 128);
+      _tile_loadd(3, C + 16 * 32 + 16, 128);
+      const int64_t kt = c / 16;
+      // The next 32 tokens' parts are split while these tiles multiply: pass q of step ns
+      // splits tokens [32 q / pairs, 32 (q + 1) / pairs) of that step.
+      tile_products(cur, cur + steps * 3 * 512, dcodes + kt * steps * 512,
+                    dcodes + (kt + 1) * steps * 512, 0, steps, [&](int64_t ns) L4Q_AMX_TARGET {
+                      if (next_rows > 0)
+                        split_scaled(dY + (m0 + 32) * ldy, ldy, std::min<int64_t>(32, next_rows),
+                                     nb, sg, 32 * q / pairs, 32 * (q + 1) / pairs, ns, steps,
+                                     next);
+                    });
+      _tile_stored(0, C, 128);
+      _tile_stored(1, C + 16, 128);
+      _tile_stored(2, C + 16 * 32, 128);
+      _tile_stored(3, C + 16 * 32 + 16, 128);
+      for (int64_t i = 0; i < mrows; ++i) {
+        const __m512 tv = _mm512_set1_ps(t[(m0 + i) * ldt]);
+        for (int h = 0; h < 2; ++h)
+          _mm512_storeu_ps(dX + (m0 + i) * ldx + c + 16 * h,
+                           _mm512_add_ps(_mm512_loadu_ps(C + i * 32 + 16 * h), tv));
+      }
+    }
+  }
+  _tile_release();
+}
 #pragma GCC diagnostic pop
 
 #else  // !L4Q_HAVE_AMX: never called (amx_enabled() is false)
 
-void amx_split_x(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*, float*) {
-  fail("[amx_split_x] built without the AMX path");
+bool amx_dx_pack_codes(const float*, int64_t, int64_t, int64_t, const float*, const float*,
+                       uint16_t*) {
+  fail("[amx_dx_pack_codes] built without the AMX path");
 }
-bool amx_pack_codes(const float*, int64_t, int64_t, int64_t, const float*, const float*,
-                    uint16_t*) {
-  fail("[amx_pack_codes] built without the AMX path");
-}
-void amx_codes_matmul(const uint16_t*, const float*, int64_t, int64_t, int64_t, const uint16_t*,
-                      const float*, const float*, int64_t, int64_t, int64_t, int64_t, float*,
-                      float*, int64_t) {
-  fail("[amx_codes_matmul] built without the AMX path");
+void amx_dx_slab(const float*, int64_t, int64_t, int64_t, const float*, const uint16_t*, int64_t,
+                 const float*, int64_t, uint16_t*, float*, float*, int64_t) {
+  fail("[amx_dx_slab] built without the AMX path");
 }
 
 #endif

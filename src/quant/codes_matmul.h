@@ -79,4 +79,40 @@ void amx_codes_matmul(const uint16_t* parts, const float* xsum, int64_t M, int64
                       int64_t nbp, int64_t nvalid, int64_t g0, int64_t g1, float* scratch,
                       float* Y, int64_t ldy);
 
+// ---------------------------------------------------------------------------------------------
+// The input gradient dX = dY W_q of one block of W's rows, on the same tiles.
+//
+// Math. For the columns k of group g, summing over the block's rows n:
+//   dX[m, k] += sum_n (dY[m, n] s[n, g]) q[n, k] + T[m, g],   T = dY[:, rows] b[rows, :],
+// so A is dY scaled per group, D_g = fl(dY s_g), split into three exact bfloat16 parts, and B
+// the codes again, paired along n. The tiles add D_g q into dX in fp32; T (a small GEMM, the
+// caller's) is added after. The block's columns go in slabs of whole 32-column steps within
+// one group (amx_dx_slab_columns), one thread per slab: each element of dX has one writer
+// and one order of operations whatever the thread count.
+//
+// Layouts, for a block of nb rows (nb32: nb rounded up to 32, steps = nb32 / 32):
+//   dparts  [2][steps][3][16][32]: D_g for 32 tokens as A tiles (the split of amx_split_x).
+//   dcodes  [cw/16][steps][16][16][2]: per 16-column tile of the slab and 32-row step, row np
+//           holds (q[2np, k], q[2np + 1, k]) for the slab's columns k.
+
+// Columns per slab of the input gradient: whole 32-column steps of one group, at most 128
+// where the group allows (a slab's codes stay in L2 for every token tile).
+int64_t amx_dx_slab_columns(int64_t gs);
+int64_t amx_dx_parts_elements(int64_t nb);              // uint16 elements of dparts
+int64_t amx_dx_codes_elements(int64_t nb, int64_t cw);  // uint16 elements of dcodes
+
+// Codes of the slab: W_q's columns [0, cw) of rows [0, nb) (wq: row stride ldw), with s and b
+// of each row for the slab's group (sg, bg: [nb]); rows >= nb are zero. Returns false as
+// amx_pack_codes does.
+bool amx_dx_pack_codes(const float* wq, int64_t ldw, int64_t nb, int64_t cw, const float* sg,
+                       const float* bg, uint16_t* dcodes);
+
+// dX[m, 0:cw] = dX[m, 0:cw] + (sum_n D q)[m, :] then + t[m * ldt] for every token m < M (dX:
+// row stride ldx), D = fl(dY[m, n] sg[n]) for the rows [0, nb) (dY: row stride ldy). The
+// parts of D are split 32 tokens at a time into one half of dparts (2 x
+// amx_dx_parts_elements(nb)) while the tiles multiply the other. scratch: 1024 floats.
+void amx_dx_slab(const float* dY, int64_t ldy, int64_t M, int64_t nb, const float* sg,
+                 const uint16_t* dcodes, int64_t cw, const float* t, int64_t ldt,
+                 uint16_t* dparts, float* scratch, float* dX, int64_t ldx);
+
 }  // namespace l4q::cpu

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "l4q/error.h"
@@ -25,14 +26,14 @@ namespace {
 using test::rel_err;
 
 // Every product takes the AMX path (or, with on = false, the BLAS path) while in scope.
-struct AmxForward {
-  int64_t saved = detail::amx_forward_min_macs();
-  explicit AmxForward(bool on) {
-    detail::amx_forward_min_macs() = 0;
+struct AmxTiles {
+  int64_t saved = detail::amx_min_macs();
+  explicit AmxTiles(bool on) {
+    detail::amx_min_macs() = 0;
     cpu::set_amx_enabled(on);
   }
-  ~AmxForward() {
-    detail::amx_forward_min_macs() = saved;
+  ~AmxTiles() {
+    detail::amx_min_macs() = saved;
     cpu::set_amx_enabled(std::nullopt);
   }
 };
@@ -67,7 +68,7 @@ Inputs make(const Case& c, uint64_t seed) {
 }
 
 struct Result {
-  at::Tensor y, dx, dA, dB, ds, db;
+  at::Tensor y, dx, dA, dB, ds, db, dy;  // dy: the upstream gradient
 };
 
 Result run(const Inputs& in, const Case& c, int64_t chunk = 0) {
@@ -78,21 +79,24 @@ Result run(const Inputs& in, const Case& c, int64_t chunk = 0) {
   // reads the counts), so a wrong count would show in the gradients.
   auto y = l4q_linear(x, in.W0, A, B, s, b, in.bias, {{c.bits, c.gs}, 2.0, 0.3, chunk});
   at::manual_seed(77);
-  (y * at::randn(y.sizes())).sum().backward();
-  return {y.detach(), x.grad(), A.grad(), B.grad(), s.grad(), b.grad()};
+  const auto dy = at::randn(y.sizes());
+  (y * dy).sum().backward();
+  return {y.detach(), x.grad(), A.grad(), B.grad(), s.grad(), b.grad(), dy};
 }
 
-// y in float64 from the same W_q (rounded to fp32 as the BLAS path has it).
-at::Tensor reference64(const Inputs& in, const Case& c) {
+// W_q in float64 from the codes and s, b that l4q_linear uses (its values exactly: s q + b).
+at::Tensor weight64(const Inputs& in, const Case& c) {
   const int64_t gs = c.gs > 0 ? c.gs : c.in;
   const auto Wc = in.W0.to(at::kFloat) + 2.0 * at::mm(in.B, in.A);
   const double qn = -std::ldexp(1.0, c.bits - 1), qp = std::ldexp(1.0, c.bits - 1) - 1;
   const auto se = in.s.repeat_interleave(gs, 1), be = in.b.repeat_interleave(gs, 1);
   const auto q = ((Wc - be) / se).clamp(qn, qp).round();
-  const auto Wq = q.to(at::kDouble) * se.to(at::kDouble) + be.to(at::kDouble);
-  auto y = at::mm(in.x.to(at::kDouble), Wq.t());
-  if (c.bias) y = y + in.bias.to(at::kDouble);
-  return y;
+  return q.to(at::kDouble) * se.to(at::kDouble) + be.to(at::kDouble);
+}
+
+at::Tensor y64(const Inputs& in, const Case& c) {
+  auto y = at::mm(in.x.to(at::kDouble), weight64(in, c).t());
+  return c.bias ? y + in.bias.to(at::kDouble) : y;
 }
 
 const std::vector<Case>& cases() {
@@ -108,7 +112,7 @@ const std::vector<Case>& cases() {
   return cs;
 }
 
-TEST(AmxForward, MatchesTheBlasForwardAndItsGradientsBitForBit) {
+TEST(AmxTiles, MatchTheBlasPathAndFloat64) {
   SKIP_WITHOUT_AMX();
   for (const auto& c : cases()) {
     SCOPED_TRACE(testing::Message() << "tokens " << c.tokens << " out " << c.out << " in "
@@ -117,23 +121,27 @@ TEST(AmxForward, MatchesTheBlasForwardAndItsGradientsBitForBit) {
     const auto in = make(c, 5);
     Result amx, blas;
     {
-      AmxForward on(true);
+      AmxTiles on(true);
       amx = run(in, c);
     }
     {
-      AmxForward off(false);
+      AmxTiles off(false);
       blas = run(in, c);
     }
-    const auto ref = reference64(in, c);
-    const double e_amx = rel_err(amx.y, ref), e_blas = rel_err(blas.y, ref);
-    // The tile path has the rounding of an fp32 dot product (and exact s q + b): as close to
-    // the float64 product as BLAS on W_q, within a small factor.
-    EXPECT_LT(e_amx, 1e-6);
-    EXPECT_LT(e_amx, 4 * e_blas + 1e-7) << "amx " << e_amx << " blas " << e_blas;
-    EXPECT_FALSE(at::equal(amx.y, blas.y)) << "the AMX path did not run";
-    // The backward does not depend on the forward's product; it reads the forward's clip
-    // counts, which both paths take from the same row loops.
-    EXPECT_TRUE(at::equal(amx.dx, blas.dx));
+    // The tile paths have the rounding of fp32 dot products (and exact s q + b, or one
+    // rounding of dY s): as close to float64 as BLAS on W_q, within a small factor.
+    const auto ref_y = y64(in, c);
+    const auto ref_dx = at::mm(amx.dy.to(at::kDouble), weight64(in, c));
+    for (const auto& [name, got, base, ref] :
+         {std::tuple<const char*, at::Tensor, at::Tensor, at::Tensor>{"y", amx.y, blas.y, ref_y},
+          {"dx", amx.dx, blas.dx, ref_dx}}) {
+      const double e_amx = rel_err(got, ref), e_blas = rel_err(base, ref);
+      EXPECT_LT(e_amx, 1e-6) << name;
+      EXPECT_LT(e_amx, 4 * e_blas + 1e-7) << name << ": amx " << e_amx << " blas " << e_blas;
+      EXPECT_FALSE(at::equal(got, base)) << name << ": the AMX path did not run";
+    }
+    // The other gradients come from the backward pass and G, which do not use the tiles; they
+    // read the forward's clip counts, which both paths take from the same row loops.
     EXPECT_TRUE(at::equal(amx.dA, blas.dA));
     EXPECT_TRUE(at::equal(amx.dB, blas.dB));
     EXPECT_TRUE(at::equal(amx.ds, blas.ds));
@@ -143,7 +151,7 @@ TEST(AmxForward, MatchesTheBlasForwardAndItsGradientsBitForBit) {
 
 // X = I picks one code per output: s q + b, rounded as qmath::dequantize rounds it (a
 // multiply, then an add), so the forward gives merge()'s dequantized weight bit for bit.
-TEST(AmxForward, IdentityInputGivesTheDequantizedWeightBitForBit) {
+TEST(AmxTiles, IdentityInputGivesTheDequantizedWeightBitForBit) {
   SKIP_WITHOUT_AMX();
   for (int bits : {2, 3, 4, 8})
     for (int64_t gs : {int64_t{32}, int64_t{-1}}) {
@@ -158,7 +166,7 @@ TEST(AmxForward, IdentityInputGivesTheDequantizedWeightBitForBit) {
         const_cast<at::Tensor&>(layer.step()).mul_(0.8);
         const_cast<at::Tensor&>(layer.offset()).normal_(0, 0.01);
       }
-      AmxForward on(true);
+      AmxTiles on(true);
       at::NoGradGuard ng;
       const auto y = layer.forward(at::eye(96));
       EXPECT_TRUE(at::equal(y, layer.merge().dequantize().t() + layer.bias()))
@@ -166,37 +174,72 @@ TEST(AmxForward, IdentityInputGivesTheDequantizedWeightBitForBit) {
     }
 }
 
-TEST(AmxForward, SameBitsForEveryThreadCountAndRowChunk) {
+// A layer's backward takes the path its forward took, whatever the switch says by then.
+TEST(AmxTiles, BackwardFollowsItsForward) {
+  SKIP_WITHOUT_AMX();
+  const Case c = cases()[0];
+  const auto in = make(c, 6);
+  auto grad_x = [&](bool forward_on, bool backward_on) {
+    AmxTiles sw(forward_on);
+    auto x = in.x.clone().set_requires_grad(true);
+    auto y = l4q_linear(x, in.W0, in.A, in.B, in.s, in.b, in.bias, {{c.bits, c.gs}, 2.0, 0.3, 0});
+    cpu::set_amx_enabled(backward_on);
+    at::manual_seed(77);
+    (y * at::randn(y.sizes())).sum().backward();
+    return x.grad();
+  };
+  const auto tiles = grad_x(true, true), blas = grad_x(false, false);
+  EXPECT_FALSE(at::equal(tiles, blas));
+  EXPECT_TRUE(at::equal(grad_x(true, false), tiles));
+  EXPECT_TRUE(at::equal(grad_x(false, true), blas));
+}
+
+TEST(AmxTiles, SameBitsForEveryThreadCountAndRowChunk) {
   SKIP_WITHOUT_AMX();
   const Case c = cases()[4];
   const auto in = make(c, 8);
-  AmxForward on(true);
+  AmxTiles on(true);
   const int threads = at::get_num_threads();
-  const auto want = run(in, c, 0).y;
-  EXPECT_TRUE(at::equal(run(in, c, 7).y, want));
+  const auto want = run(in, c, 0), blocks = run(in, c, 7);
   at::set_num_threads(1);
-  const auto one = run(in, c, 0).y;
+  const auto one = run(in, c, 0), one_blocks = run(in, c, 7);
   at::set_num_threads(threads);
-  EXPECT_TRUE(at::equal(one, want));
+  // y: the same bits for any row blocks; dX adds the blocks in turn, as BLAS does, so its
+  // bits depend on the blocks but not on the threads.
+  EXPECT_TRUE(at::equal(blocks.y, want.y));
+  EXPECT_TRUE(at::equal(one.y, want.y));
+  EXPECT_TRUE(at::equal(one.dx, want.dx));
+  EXPECT_TRUE(at::equal(one_blocks.dx, blocks.dx));
+  // 43 blocks of 7 rows (ragged 32-row steps) against float64.
+  const auto ref_dx = at::mm(blocks.dy.to(at::kDouble), weight64(in, c));
+  EXPECT_LT(rel_err(blocks.dx, ref_dx), 1e-6);
 }
 
-// A weight that is not finite has no code: its panel is multiplied by W_q with BLAS (the same
-// NaN where BLAS puts one), the other panels by their codes.
-TEST(AmxForward, PanelsWithoutCodesUseTheWeightItself) {
+// A weight that is not finite has no code: its forward panel and its input-gradient slab are
+// multiplied by W_q with BLAS (the same NaN where BLAS puts one), the others by their codes.
+TEST(AmxTiles, PanelsWithoutCodesUseTheWeightItself) {
   SKIP_WITHOUT_AMX();
   const int64_t P = cpu::kAmxPanelRows;
   Case c{24, P + 72, 128, 64, 4, 4, 1.0, false, at::kFloat};
   auto in = make(c, 9);
   in.W0[P + 22][3] = std::nan("");
-  at::Tensor amx, blas;
+  Result amx_r, blas_r;
   {
-    AmxForward on(true);
-    amx = run(in, c).y;
+    AmxTiles on(true);
+    amx_r = run(in, c);
   }
   {
-    AmxForward off(false);
-    blas = run(in, c).y;
+    AmxTiles off(false);
+    blas_r = run(in, c);
   }
+  // dX: column 3 is NaN; the slab of columns 0-63 (one group) is BLAS's bits, the other one
+  // the tiles'.
+  const auto dx_slab = amx_r.dx.narrow(1, 0, 64), dx_slab_blas = blas_r.dx.narrow(1, 0, 64);
+  EXPECT_TRUE(at::equal(dx_slab.isnan(), dx_slab_blas.isnan()));
+  EXPECT_EQ(amx_r.dx.isnan().sum().item<int64_t>(), c.tokens);
+  EXPECT_TRUE(at::equal(dx_slab.nan_to_num(0), dx_slab_blas.nan_to_num(0)));
+  EXPECT_FALSE(at::equal(amx_r.dx.narrow(1, 64, 64), blas_r.dx.narrow(1, 64, 64)));
+  const auto &amx = amx_r.y, &blas = blas_r.y;
   // The second panel's outputs are BLAS's bits, NaN in one column; the first panel's are the
   // tile path's.
   const auto second = amx.narrow(1, P, 72), second_blas = blas.narrow(1, P, 72);
@@ -208,7 +251,7 @@ TEST(AmxForward, PanelsWithoutCodesUseTheWeightItself) {
 }
 
 // The split of X into three bfloat16 parts is exact: X1 + X2 + X3 == X, over every magnitude.
-TEST(AmxForward, SplitOfXIsExact) {
+TEST(AmxTiles, SplitOfXIsExact) {
   SKIP_WITHOUT_AMX();
   const int64_t M = 21, K = 64, gs = 32;
   at::manual_seed(4);
@@ -238,7 +281,7 @@ TEST(AmxForward, SplitOfXIsExact) {
   EXPECT_EQ(inexact, 0);
 }
 
-TEST(AmxForward, SwitchRefusesWhatTheMachineLacks) {
+TEST(AmxTiles, SwitchRefusesWhatTheMachineLacks) {
   // The public switch: off, then back to the automatic choice.
   EXPECT_FALSE(set_amx_forward(false));
   EXPECT_FALSE(cpu::amx_enabled());

@@ -211,8 +211,8 @@ int main(int argc, char** argv) {
     return l4q::l4q_linear(x, p.W0, p.A, p.B, p.s, p.b, at::Tensor(),
                            {grid, scale, 0.0, a.chunk});
   };
-  // l4q-blas: the forward's product by BLAS on W_q even where the AMX tile path would run (the
-  // backward is the same either way).
+  // l4q-blas: the products with W_q (forward, and dX in the backward, which follows its
+  // forward) by BLAS on W_q even where the AMX tile path would run.
   const bool amx = l4q::set_amx_forward(true);
   const Forward l4q_blas = [&](const Proj& p, const at::Tensor& x) {
     l4q::set_amx_forward(false);
