@@ -169,17 +169,27 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
                  at::Tensor& Y, at::Tensor* clipped) {
   const int64_t M = x2.size(0), K = p.in, G = p.groups, steps = K / cpu::kAmxStep;
   const int64_t m32 = (M + 31) / 32 * 32;
-  // X's parts live in the row-block buffer (unused by this path otherwise): no new peak.
-  auto store = block_buffer((cpu::amx_parts_elements(M, K) / 2 + K - 1) / K, K, x2.options());
-  auto* parts = reinterpret_cast<uint16_t*>(store.data_ptr<float>());
+  const int64_t P = cpu::kAmxPanelRows;
+  // Per thread: the panel's codes, 16 rows of W_q, s and b transposed, the matmul's scratch
+  // (in floats, each rounded up to 64 bytes).
+  auto floats = [](int64_t n) { return (n + 15) / 16 * 16; };
+  const int64_t codes_f = floats(P / cpu::kAmxTile * steps * 512 / 2), rows_f = floats(cpu::kAmxTile * K),
+                st_f = floats(G * P), scratch_f = floats(cpu::amx_scratch_elements(P));
+  const int64_t per_thread = codes_f + rows_f + 2 * st_f + scratch_f;
+  const int64_t parts_f = floats(cpu::amx_parts_elements(M, K) / 2);
+  // All of it, and X's parts, in the row-block buffer (unused by this path otherwise): on the
+  // 7B shapes it fits in the block the backward needs anyway, so there is no new peak.
+  const int64_t threads = at::get_num_threads();
+  auto store = block_buffer((parts_f + threads * per_thread + K - 1) / K, K, x2.options());
+  float* base = store.data_ptr<float>();
+  auto* parts = reinterpret_cast<uint16_t*>(base);
   auto xsum = at::empty({m32, G}, x2.options());
   at::parallel_for(0, m32 / cpu::kAmxTile, 1, [&](int64_t t0, int64_t t1) {
     cpu::amx_split_x(x2.data_ptr<float>(), M, K, p.gs, t0, t1, parts, xsum.data_ptr<float>());
   });
   const int64_t r = p.has_lora ? rank_of(A) : 0;
-  const int64_t panels = (p.out + cpu::kAmxPanelRows - 1) / cpu::kAmxPanelRows;
-  const int64_t block_groups =
-      std::max<int64_t>(1, cpu::kAmxCodeBlockBytes / (cpu::kAmxPanelRows * p.gs * 2));
+  const int64_t panels = (p.out + P - 1) / P;
+  const int64_t block_groups = std::max<int64_t>(1, cpu::kAmxCodeBlockBytes / (P * p.gs * 2));
   std::vector<uint8_t> failed(panels, 0);
   const float* a = r > 0 ? A.data_ptr<float>() : nullptr;
   const float* sp = st.data_ptr<float>();
@@ -188,15 +198,14 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
   float* y = Y.data_ptr<float>();
   with_weight_data<float>(W0, 0, [&](const auto* w0) {
     at::parallel_for(0, panels, 1, [&](int64_t q0, int64_t q1) {
-      thread_local std::vector<uint16_t> codes;
-      thread_local std::vector<float> rows, sT, bT, scratch;
-      codes.resize(cpu::kAmxPanelRows / cpu::kAmxTile * steps * 512);
-      rows.resize(cpu::kAmxTile * K);
-      sT.resize(G * cpu::kAmxPanelRows);
-      bT.resize(G * cpu::kAmxPanelRows);
-      scratch.resize(cpu::amx_scratch_elements(cpu::kAmxPanelRows));
+      float* mine = base + parts_f + at::get_thread_num() * per_thread;
+      auto* codes = reinterpret_cast<uint16_t*>(mine);
+      float* rows = mine + codes_f;
+      float* sT = rows + rows_f;
+      float* bT = sT + st_f;
+      float* scratch = bT + st_f;
       for (int64_t q = q0; q < q1; ++q) {
-        const int64_t n0 = q * cpu::kAmxPanelRows, nv = std::min(cpu::kAmxPanelRows, p.out - n0);
+        const int64_t n0 = q * P, nv = std::min(P, p.out - n0);
         const int64_t nbp = (nv + 31) / 32 * 32;
         bool ok = true;
         for (int64_t t = 0; t * cpu::kAmxTile < nbp; ++t) {
@@ -205,10 +214,10 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
           if (n > 0)
             cpu::merged_quantize_rows(w0 + i0 * K, a, r > 0 ? B.data_ptr<float>() + i0 * r : nullptr,
                                       static_cast<float>(p.lora_scale), r, sp + i0 * G,
-                                      bp + i0 * G, n, K, p.gs, p.bits, rows.data(),
+                                      bp + i0 * G, n, K, p.gs, p.bits, rows,
                                       cl ? cl + i0 : nullptr);
-          ok = ok && cpu::amx_pack_codes(rows.data(), n, K, p.gs, sp + i0 * G, bp + i0 * G,
-                                         codes.data() + t * steps * 512);
+          ok = ok && cpu::amx_pack_codes(rows, n, K, p.gs, sp + i0 * G, bp + i0 * G,
+                                         codes + t * steps * 512);
         }
         if (!ok) {
           failed[q] = 1;
@@ -220,15 +229,14 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
             bT[g * nbp + i] = i < nv ? bp[(n0 + i) * G + g] : 0.0f;
           }
         for (int64_t g0 = 0; g0 < G; g0 += block_groups)
-          cpu::amx_codes_matmul(parts, xsum.data_ptr<float>(), M, K, p.gs, codes.data(),
-                                sT.data(), bT.data(), nbp, nv, g0, std::min(G, g0 + block_groups),
-                                scratch.data(), y + n0, p.out);
+          cpu::amx_codes_matmul(parts, xsum.data_ptr<float>(), M, K, p.gs, codes, sT, bT, nbp,
+                                nv, g0, std::min(G, g0 + block_groups), scratch, y + n0, p.out);
       }
     });
   });
   for (int64_t q = 0; q < panels; ++q) {
     if (!failed[q]) continue;
-    const int64_t n0 = q * cpu::kAmxPanelRows, nv = std::min(cpu::kAmxPanelRows, p.out - n0);
+    const int64_t n0 = q * P, nv = std::min(P, p.out - n0);
     auto Wc = at::empty({nv, K}, x2.options());
     merged_quantize_block(W0, A, B, st, bt, p, n0, nv, Wc);
     auto Yc = Y.narrow(1, n0, nv);
@@ -237,9 +245,8 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
 }
 
 // dX += dY[:, rows] W_q[rows] for the row block [r0, r0 + n) on AMX (codes_matmul.h), with
-// W_q in Wc as the backward pass wrote it. Returns false, with dX untouched, if some slab's
-// values do not round-trip through their codes (the caller then uses BLAS on Wc): slabs are
-// packed and checked before any is added.
+// W_q in Wc as the backward pass wrote it. A slab whose values do not round-trip through their
+// codes (degenerate steps, NaN) is multiplied by Wc with BLAS instead.
 void input_grad_amx(const at::Tensor& dY, const at::Tensor& st, const at::Tensor& bt,
                     const Plan& p, int64_t r0, int64_t n, const at::Tensor& Wc, at::Tensor& dX) {
   const int64_t M = dY.size(0), K = p.in, G = p.groups;
@@ -252,27 +259,33 @@ void input_grad_amx(const at::Tensor& dY, const at::Tensor& st, const at::Tensor
   const float* w = Wc.data_ptr<float>();
   const float* tp = T.data_ptr<float>();
   float* dx = dX.data_ptr<float>();
+  // Per thread: the slab's codes, two halves of D's parts, s and b of the slab's group, the
+  // tiles' scratch (in floats, each rounded up to 64 bytes).
+  auto floats = [](int64_t e) { return (e + 15) / 16 * 16; };
+  const int64_t codes_f = floats(cpu::amx_dx_codes_elements(n, cw) / 2),
+                parts_f = floats(cpu::amx_dx_parts_elements(n)),  // two halves of uint16
+                sg_f = floats(n);
+  const int64_t per_thread = codes_f + parts_f + 2 * sg_f + 1024;
+  auto work = at::empty({at::get_num_threads() * per_thread}, dY.options());
   std::vector<uint8_t> failed(slabs, 0);
   at::parallel_for(0, slabs, 1, [&](int64_t c0, int64_t c1) {
-    thread_local std::vector<uint16_t> codes, parts;
-    thread_local std::vector<float> sg, bg, scratch;
-    codes.resize(cpu::amx_dx_codes_elements(n, cw));
-    parts.resize(2 * cpu::amx_dx_parts_elements(n));
-    sg.resize(n);
-    bg.resize(n);
-    scratch.resize(1024);
+    float* mine = work.data_ptr<float>() + at::get_thread_num() * per_thread;
+    auto* codes = reinterpret_cast<uint16_t*>(mine);
+    auto* parts = reinterpret_cast<uint16_t*>(mine + codes_f);
+    float* sg = mine + codes_f + parts_f;
+    float* bg = sg + sg_f;
+    float* scratch = bg + sg_f;
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t k0 = c * cw, g = k0 / p.gs;
       for (int64_t i = 0; i < n; ++i) {
         sg[i] = sp[i * G + g];
         bg[i] = bp[i * G + g];
       }
-      if (!cpu::amx_dx_pack_codes(w + k0, K, n, cw, sg.data(), bg.data(), codes.data())) {
+      if (!cpu::amx_dx_pack_codes(w + k0, K, n, cw, sg, bg, codes)) {
         failed[c] = 1;
         continue;
       }
-      cpu::amx_dx_slab(dy, p.out, M, n, sg.data(), codes.data(), cw, tp + g, G, parts.data(),
-                       scratch.data(), dx + k0, K);
+      cpu::amx_dx_slab(dy, p.out, M, n, sg, codes, cw, tp + g, G, parts, scratch, dx + k0, K);
     }
   });
   for (int64_t c = 0; c < slabs; ++c) {

@@ -387,6 +387,12 @@ L4Q_AMX_TARGET inline void split_scaled(const float* dY, int64_t ldy, int64_t mr
   for (int64_t i = i0; i < i1; ++i) {
     const int64_t mt = i / kAmxTile, rr = i % kAmxTile;
     uint16_t* dst = dparts + ((mt * steps + ns) * 3) * 512 + rr * kAmxStep;
+    // dY's rows are far apart (a row of the layer's outputs each): fetch this token's next
+    // steps early, or their cache misses stall the tile instructions queued behind.
+    if (i < mrows && (ns + 4) * 32 < nb) {
+      _mm_prefetch(reinterpret_cast<const char*>(dY + i * ldy + (ns + 4) * 32), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(dY + i * ldy + (ns + 4) * 32 + 16), _MM_HINT_T0);
+    }
     for (int h = 0; h < 2; ++h) {
       const int64_t n = ns * 32 + 16 * h;
       const __mmask16 valid =
