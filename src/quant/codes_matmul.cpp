@@ -1,5 +1,5 @@
-// The AMX tile path of the L4Q forward product (codes_matmul.h): detection, the split of X,
-// the packing of codes and the tile loops.
+// The AMX tile paths of the L4Q products with W_q (codes_matmul.h): detection, the splits of X
+// and of dY s, the packing of codes and the tile loops.
 //
 // Every function that runs AVX-512 or tile instructions carries its own target attribute (no
 // per-file -m flags: templates and inline functions instantiated here must stay baseline code
@@ -10,7 +10,6 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 
 #include "l4q/error.h"

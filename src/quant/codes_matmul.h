@@ -1,5 +1,5 @@
-// The L4Q forward product Y = X W_q^T on Intel AMX, from the integer codes of W_q (private to
-// src/).
+// The L4Q products with W_q on Intel AMX, from its integer codes (private to src/): the forward
+// Y = X W_q^T here, the input gradient dX = dY W_q below.
 //
 // Math. W_q[n, k] = s[n, g] q[n, k] + b[n, g] with integer codes q in [Qn, Qp] (|q| <= 128 for
 // up to 8 bits) and g = k / gs, so per output element
@@ -13,10 +13,11 @@
 // s P + b S in fp32 in ascending group order.
 //
 // Why: float LoRA spends two out x in x tokens GEMMs per step, L4Q three (G = dY^T X is extra).
-// On CPUs with AMX, three bfloat16 tile products cost much less than one fp32 AVX-512 GEMM
-// (about 2.9 TFLOP/s per core for the tile unit against 0.14 for fp32 FMAs here), and the codes
-// are what quantization made exact in bfloat16: a float weight would need three parts too, nine
-// products in all. docs/benchmarks.md gives the measured step times.
+// On CPUs with AMX, three bfloat16 tile products measure about half the time of one fp32
+// AVX-512 GEMM (the tile unit's peak is 2.9 TFLOP/s per core here, fp32 FMAs' 0.14), and the
+// codes are what quantization made exact in bfloat16: a float weight would need three parts
+// too, nine products in all (which is also why G stays on BLAS). docs/benchmarks.md gives the
+// measured step times.
 //
 // Bits: W_q's value is s q + b exactly, where the BLAS path multiplies X by fl(fl(s q) + b),
 // the value merge() dequantizes to; the two differ by at most half an ulp of each weight.
