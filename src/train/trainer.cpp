@@ -27,6 +27,7 @@
 #include "l4q/train/loss.h"
 #include "l4q/train/run.h"
 #include "l4q/train/progress.h"
+#include "quant/codes_matmul.h"
 #include "train/run_state.h"
 #include "l4q/train/schedule.h"
 
@@ -202,6 +203,9 @@ TrainSummary train(const TrainConfig& config, const TrainerOptions& options) {
   };
   emit({{"event", "start"}, {"method", to_string(cfg.method.method)}, {"model", cfg.model},
         {"step", step}, {"max_steps", cfg.max_steps}, {"threads", threads},
+        // Whether the fake-quantized layers (l4q_linear: l4q, lsq, qat-lora with learned steps)
+        // may run their products with W_q on AMX tiles (docs/design.md).
+        {"amx_tiles", is_quantized(cfg.method.method) && cpu::amx_enabled()},
         {"train_examples", loader.size()},
         {"val_examples", val_loader ? val_loader->size() : 0},
         {"trainable_parameters", [&] {

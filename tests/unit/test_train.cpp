@@ -7,12 +7,15 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "l4q/io/safetensors.h"
 #include "l4q/train/adamw.h"
 #include "l4q/train/config.h"
 #include "l4q/train/run.h"
 #include "l4q/train/schedule.h"
 #include "l4q/train/trainer.h"
+#include "quant/codes_matmul.h"
 #include "test_support.h"
 
 namespace fs = std::filesystem;
@@ -190,6 +193,15 @@ TEST(Trainer, RunLoadsBackWithItsTrainedWeights) {
   train(c, quiet());
   auto run = load_trained_run(out);
   EXPECT_EQ(run.step, 2);
+  // The start event says whether the layers' products may run on AMX tiles.
+  {
+    std::ifstream metrics(fs::path(out) / "metrics.jsonl");
+    std::string first;
+    std::getline(metrics, first);
+    const auto start = nlohmann::json::parse(first);
+    EXPECT_EQ(start.at("event"), "start");
+    EXPECT_EQ(start.at("amx_tiles").get<bool>(), cpu::amx_enabled());
+  }
   // The trained adapter is in the model: some LoRA B is non-zero after two steps.
   double bsum = 0;
   for (auto& [name, lin] : run.model->named_linears())
