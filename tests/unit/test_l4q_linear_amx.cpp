@@ -221,34 +221,49 @@ TEST(AmxTiles, SameBitsForEveryThreadCountAndRowChunk) {
 TEST(AmxTiles, PanelsWithoutCodesUseTheWeightItself) {
   SKIP_WITHOUT_AMX();
   const int64_t P = cpu::kAmxPanelRows;
-  Case c{24, P + 72, 128, 64, 4, 4, 1.0, false, at::kFloat};
-  auto in = make(c, 9);
-  in.W0[P + 22][3] = std::nan("");
-  Result amx_r, blas_r;
-  {
-    AmxTiles on(true);
-    amx_r = run(in, c);
-  }
-  {
-    AmxTiles off(false);
-    blas_r = run(in, c);
-  }
-  // dX: column 3 is NaN; the slab of columns 0-63 (one group) is BLAS's bits, the other one
-  // the tiles'.
-  const auto dx_slab = amx_r.dx.narrow(1, 0, 64), dx_slab_blas = blas_r.dx.narrow(1, 0, 64);
-  EXPECT_TRUE(at::equal(dx_slab.isnan(), dx_slab_blas.isnan()));
-  EXPECT_EQ(amx_r.dx.isnan().sum().item<int64_t>(), c.tokens);
-  EXPECT_TRUE(at::equal(dx_slab.nan_to_num(0), dx_slab_blas.nan_to_num(0)));
-  EXPECT_FALSE(at::equal(amx_r.dx.narrow(1, 64, 64), blas_r.dx.narrow(1, 64, 64)));
-  const auto &amx = amx_r.y, &blas = blas_r.y;
-  // The second panel's outputs are BLAS's bits, NaN in one column; the first panel's are the
-  // tile path's.
-  const auto second = amx.narrow(1, P, 72), second_blas = blas.narrow(1, P, 72);
-  EXPECT_TRUE(at::equal(second.isnan(), second_blas.isnan()));
-  EXPECT_EQ(amx.isnan().sum().item<int64_t>(), c.tokens);
-  EXPECT_TRUE(at::equal(second.nan_to_num(0), second_blas.nan_to_num(0)));
-  EXPECT_FALSE(at::equal(amx.narrow(1, 0, P), blas.narrow(1, 0, P)));
-  EXPECT_LT(rel_err(amx.narrow(1, 0, P), blas.narrow(1, 0, P)), 1e-5);
+  Case c{24, P + 72, 192, 64, 4, 4, 1.0, false, at::kFloat};  // input-gradient slabs: 3 x 64
+  const int threads = at::get_num_threads();
+  // The NaN's slab first on its thread (packed alone), or second (packed while the first
+  // multiplies), on one thread and on two.
+  for (const int64_t col : {int64_t{3}, int64_t{70}})
+    for (const int nt : {1, threads}) {
+      SCOPED_TRACE(testing::Message() << "NaN in column " << col << ", " << nt << " threads");
+      auto in = make(c, 9);
+      in.W0[P + 22][col] = std::nan("");
+      at::set_num_threads(nt);
+      Result amx_r, blas_r;
+      {
+        AmxTiles on(true);
+        amx_r = run(in, c);
+      }
+      {
+        AmxTiles off(false);
+        blas_r = run(in, c);
+      }
+      at::set_num_threads(threads);
+      // dX: one column NaN; its slab is BLAS's bits, the others the tiles'.
+      const int64_t bad = col / 64;
+      for (int64_t sl = 0; sl < 3; ++sl) {
+        const auto got = amx_r.dx.narrow(1, sl * 64, 64), want = blas_r.dx.narrow(1, sl * 64, 64);
+        if (sl == bad) {
+          EXPECT_TRUE(at::equal(got.isnan(), want.isnan()));
+          EXPECT_TRUE(at::equal(got.nan_to_num(0), want.nan_to_num(0)));
+        } else {
+          EXPECT_FALSE(at::equal(got, want)) << "slab " << sl;
+          EXPECT_LT(rel_err(got, want), 1e-5) << "slab " << sl;
+        }
+      }
+      EXPECT_EQ(amx_r.dx.isnan().sum().item<int64_t>(), c.tokens);
+      // y: the second panel's outputs are BLAS's bits, NaN in one column; the first panel's
+      // are the tiles'.
+      const auto &amx = amx_r.y, &blas = blas_r.y;
+      const auto second = amx.narrow(1, P, 72), second_blas = blas.narrow(1, P, 72);
+      EXPECT_TRUE(at::equal(second.isnan(), second_blas.isnan()));
+      EXPECT_EQ(amx.isnan().sum().item<int64_t>(), c.tokens);
+      EXPECT_TRUE(at::equal(second.nan_to_num(0), second_blas.nan_to_num(0)));
+      EXPECT_FALSE(at::equal(amx.narrow(1, 0, P), blas.narrow(1, 0, P)));
+      EXPECT_LT(rel_err(amx.narrow(1, 0, P), blas.narrow(1, 0, P)), 1e-5);
+    }
 }
 
 // The split of X into three bfloat16 parts is exact: X1 + X2 + X3 == X, over every magnitude.
