@@ -69,7 +69,7 @@ bool keep_freed_memory() {
 #endif
 }
 
-bool set_amx_forward(bool on) {
+bool set_amx_tiles(bool on) {
   // On: the automatic choice (the hardware, and L4Q_AMX).
   cpu::set_amx_enabled(on ? std::nullopt : std::optional<bool>(false));
   return cpu::amx_enabled();

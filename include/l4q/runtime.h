@@ -25,12 +25,13 @@ void init_runtime(int threads = 0);
 // L4Q_MALLOC=glibc or a C library other than glibc).
 bool keep_freed_memory();
 
-// Whether the L4Q layer's CPU forward may run its product on the AMX tile unit, from the
-// weight's integer codes (CPUs with AMX-BF16 and AVX512-BF16, fp32 layers whose groups are
-// multiples of 32 columns, products of at least 2^24 multiply-adds; docs/design.md). On by
-// default; the environment variable L4Q_AMX=0 turns it off for the process, set_amx_forward(true)
+// Whether the fake-quantized layers (l4q_linear) may run their CPU products with W_q, the
+// forward and the input gradient, on the AMX tile unit from the weight's integer codes (CPUs
+// with AMX-BF16 and AVX512-BF16, fp32 layers whose groups are multiples of 32 columns, products
+// of at least 2^24 multiply-adds; docs/design.md). A layer's backward follows its forward. On
+// by default; the environment variable L4Q_AMX=0 turns it off for the process, set_amx_tiles(true)
 // included (1 or unset: on; any other value throws l4q::Error). Returns whether it is now in
 // effect: false where the CPU, the OS or the build has no AMX.
-bool set_amx_forward(bool on);
+bool set_amx_tiles(bool on);
 
 }  // namespace l4q

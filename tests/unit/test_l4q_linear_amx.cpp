@@ -299,10 +299,10 @@ TEST(AmxTiles, SplitOfXIsExact) {
 
 TEST(AmxTiles, SwitchRefusesWhatTheMachineLacks) {
   // The public switch: off, then back to the automatic choice.
-  EXPECT_FALSE(set_amx_forward(false));
+  EXPECT_FALSE(set_amx_tiles(false));
   EXPECT_FALSE(cpu::amx_enabled());
   const char* env = std::getenv("L4Q_AMX");
-  EXPECT_EQ(set_amx_forward(true), cpu::amx_available() && !(env && std::string(env) == "0"));
+  EXPECT_EQ(set_amx_tiles(true), cpu::amx_available() && !(env && std::string(env) == "0"));
   if (cpu::amx_available()) {
     cpu::set_amx_enabled(true);
     EXPECT_TRUE(cpu::amx_enabled());

@@ -213,11 +213,11 @@ int main(int argc, char** argv) {
   };
   // l4q-blas: the products with W_q (forward, and dX in the backward, which follows its
   // forward) by BLAS on W_q even where the AMX tile path would run.
-  const bool amx = l4q::set_amx_forward(true);
+  const bool amx = l4q::set_amx_tiles(true);
   const Forward l4q_blas = [&](const Proj& p, const at::Tensor& x) {
-    l4q::set_amx_forward(false);
+    l4q::set_amx_tiles(false);
     auto y = l4q_m(p, x);
-    l4q::set_amx_forward(amx);
+    l4q::set_amx_tiles(amx);
     return y;
   };
 
