@@ -14,7 +14,9 @@
 
 #include "l4q/error.h"
 
-#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+// L4Q_NO_AMX (a compile definition) builds without the tile path, as on other architectures.
+#if !defined(L4Q_NO_AMX) && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__))
 #define L4Q_HAVE_AMX 1
 #include <cpuid.h>
 #include <immintrin.h>
@@ -457,6 +459,19 @@ L4Q_AMX_TARGET void amx_dx_slab(const float* dY, int64_t ldy, int64_t M, int64_t
 #pragma GCC diagnostic pop
 
 #else  // !L4Q_HAVE_AMX: never called (amx_enabled() is false)
+
+void amx_split_x(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*, float*) {
+  fail("[amx_split_x] built without the AMX path");
+}
+bool amx_pack_codes(const float*, int64_t, int64_t, int64_t, const float*, const float*,
+                    uint16_t*) {
+  fail("[amx_pack_codes] built without the AMX path");
+}
+void amx_codes_matmul(const uint16_t*, const float*, int64_t, int64_t, int64_t, const uint16_t*,
+                      const float*, const float*, int64_t, int64_t, int64_t, int64_t, float*,
+                      float*, int64_t) {
+  fail("[amx_codes_matmul] built without the AMX path");
+}
 
 bool amx_dx_pack_codes(const float*, int64_t, int64_t, int64_t, const float*, const float*,
                        uint16_t*) {
