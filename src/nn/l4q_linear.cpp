@@ -153,6 +153,9 @@ void merged_quantize_block(const at::Tensor& W0, const at::Tensor& A, const at::
   });
 }
 
+// n floats rounded up to 64 bytes: the per-thread pieces of the AMX paths' workspaces.
+int64_t cache_lines(int64_t n) { return (n + 15) / 16 * 16; }
+
 // Whether the products with W_q (forward, input gradient) run on AMX tiles from its codes
 // (src/quant/codes_matmul.h): fp32 on the CPU, groups of whole 32-column steps, and enough
 // work to repay splitting X or dY.
@@ -170,13 +173,12 @@ void forward_amx(const at::Tensor& x2, const at::Tensor& W0, const at::Tensor& A
   const int64_t M = x2.size(0), K = p.in, G = p.groups, steps = K / cpu::kAmxStep;
   const int64_t m32 = (M + 31) / 32 * 32;
   const int64_t P = cpu::kAmxPanelRows;
-  // Per thread: the panel's codes, 16 rows of W_q, s and b transposed, the matmul's scratch
-  // (in floats, each rounded up to 64 bytes).
-  auto floats = [](int64_t n) { return (n + 15) / 16 * 16; };
-  const int64_t codes_f = floats(P / cpu::kAmxTile * steps * 512 / 2), rows_f = floats(cpu::kAmxTile * K),
-                st_f = floats(G * P), scratch_f = floats(cpu::amx_scratch_elements(P));
+  // Per thread: the panel's codes, 16 rows of W_q, s and b transposed, the matmul's scratch.
+  const int64_t codes_f = cache_lines(P / cpu::kAmxTile * steps * 512 / 2),
+                rows_f = cache_lines(cpu::kAmxTile * K), st_f = cache_lines(G * P),
+                scratch_f = cache_lines(cpu::amx_scratch_elements(P));
   const int64_t per_thread = codes_f + rows_f + 2 * st_f + scratch_f;
-  const int64_t parts_f = floats(cpu::amx_parts_elements(M, K) / 2);
+  const int64_t parts_f = cache_lines(cpu::amx_parts_elements(M, K) / 2);
   // All of it, and X's parts, in the row-block buffer (unused by this path otherwise): on the
   // 7B shapes it fits in the block the backward needs anyway, so there is no new peak.
   const int64_t threads = at::get_num_threads();
@@ -260,11 +262,10 @@ void input_grad_amx(const at::Tensor& dY, const at::Tensor& st, const at::Tensor
   const float* tp = T.data_ptr<float>();
   float* dx = dX.data_ptr<float>();
   // Per thread: the slab's codes, two halves of D's parts, s and b of the slab's group, the
-  // tiles' scratch (in floats, each rounded up to 64 bytes).
-  auto floats = [](int64_t e) { return (e + 15) / 16 * 16; };
-  const int64_t codes_f = floats(cpu::amx_dx_codes_elements(n, cw) / 2),
-                parts_f = floats(cpu::amx_dx_parts_elements(n)),  // two halves of uint16
-                sg_f = floats(n);
+  // tiles' scratch.
+  const int64_t codes_f = cache_lines(cpu::amx_dx_codes_elements(n, cw) / 2),
+                parts_f = cache_lines(cpu::amx_dx_parts_elements(n)),  // two halves of uint16
+                sg_f = cache_lines(n);
   const int64_t per_thread = codes_f + parts_f + 2 * sg_f + 1024;
   auto work = at::empty({at::get_num_threads() * per_thread}, dY.options());
   std::vector<uint8_t> failed(slabs, 0);
@@ -334,17 +335,15 @@ struct L4QLinearFunction : public torch::autograd::Function<L4QLinearFunction> {
     auto Y = at::empty({x2.size(0), p.out}, x2.options());
     if (amx) {
       forward_amx(x2, W0, A, B, st, bt, p, Y, count_clipped ? &clipped : nullptr);
-      if (bias.numel() > 0) Y.add_(bias);
-      ctx->save_for_backward({x2, W0, A, B, s, b, bias, clipped});
-      return Y;
+    } else {
+      auto buf = block_buffer(p.chunk, p.in, x2.options());
+      for_row_blocks(p, [&](int64_t r0, int64_t n) {
+        auto Wc = buf.narrow(0, 0, n);
+        merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc, count_clipped ? &clipped : nullptr);
+        auto Yc = Y.narrow(1, r0, n);
+        at::mm_out(Yc, x2, Wc.t());
+      });
     }
-    auto buf = block_buffer(p.chunk, p.in, x2.options());
-    for_row_blocks(p, [&](int64_t r0, int64_t n) {
-      auto Wc = buf.narrow(0, 0, n);
-      merged_quantize_block(W0, A, B, st, bt, p, r0, n, Wc, count_clipped ? &clipped : nullptr);
-      auto Yc = Y.narrow(1, r0, n);
-      at::mm_out(Yc, x2, Wc.t());
-    });
     if (bias.numel() > 0) Y.add_(bias);
     ctx->save_for_backward({x2, W0, A, B, s, b, bias, clipped});
     return Y;

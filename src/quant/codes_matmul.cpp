@@ -188,6 +188,18 @@ L4Q_AMX_TARGET inline void store_parts(__m512 x, uint16_t* p) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 1024), p3);
 }
 
+// The codes of 16 values w of W_q with step s and offset b: round((w - b) / s). Sets the
+// lanes of `bad` whose code is wrong: it must dequantize (a multiply, then an add:
+// qmath::dequantize) to the very value w (NaN compares unequal) and be exact in bfloat16.
+L4Q_AMX_TARGET inline __m512 codes16(__m512 w, __m512 s, __m512 b, __mmask16& bad) {
+  const __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(w, b), s),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  bad |= static_cast<__mmask16>(
+      ~_mm512_cmp_ps_mask(_mm512_add_ps(_mm512_mul_ps(q, s), b), w, _CMP_EQ_OQ));
+  bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(q), _mm512_set1_ps(256.0f), _CMP_GT_OQ);
+  return q;
+}
+
 }  // namespace
 
 L4Q_AMX_TARGET void amx_split_x(const float* X, int64_t M, int64_t K, int64_t gs, int64_t t0,
@@ -241,7 +253,6 @@ L4Q_AMX_TARGET inline void transpose16(__m512i r[16]) {
 L4Q_AMX_TARGET bool amx_pack_codes(const float* wq, int64_t rows, int64_t K, int64_t gs,
                                    const float* s, const float* b, uint16_t* codes) {
   const int64_t steps = K / kAmxStep, groups = K / gs;
-  const __m512 limit = _mm512_set1_ps(256.0f);
   __mmask16 bad = 0;
   for (int64_t ks = 0; ks < steps; ++ks) {
     const int64_t g = ks * kAmxStep / gs;
@@ -254,18 +265,9 @@ L4Q_AMX_TARGET bool amx_pack_codes(const float* wq, int64_t rows, int64_t K, int
         continue;
       }
       const __m512 sv = _mm512_set1_ps(s[n * groups + g]), bv = _mm512_set1_ps(b[n * groups + g]);
-      __m512 q[2];
-      for (int h = 0; h < 2; ++h) {
-        const __m512 w = _mm512_loadu_ps(wq + n * K + ks * kAmxStep + 16 * h);
-        q[h] = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(w, bv), sv),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        // The code is right if it dequantizes (a multiply, then an add: qmath::dequantize) to
-        // the very value of W_q; NaN compares unequal.
-        const __m512 back = _mm512_add_ps(_mm512_mul_ps(q[h], sv), bv);
-        bad |= static_cast<__mmask16>(~_mm512_cmp_ps_mask(back, w, _CMP_EQ_OQ));
-        bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(q[h]), limit, _CMP_GT_OQ);
-      }
-      r[n] = (__m512i)_mm512_cvtne2ps_pbh(q[1], q[0]);
+      const float* w = wq + n * K + ks * kAmxStep;
+      r[n] = (__m512i)_mm512_cvtne2ps_pbh(codes16(_mm512_loadu_ps(w + 16), sv, bv, bad),
+                                          codes16(_mm512_loadu_ps(w), sv, bv, bad));
     }
     transpose16(r);
     for (int kp = 0; kp < 16; ++kp)
@@ -349,7 +351,6 @@ L4Q_AMX_TARGET void amx_codes_matmul(const uint16_t* parts, const float* xsum, i
 L4Q_AMX_TARGET bool amx_dx_pack_codes(const float* wq, int64_t ldw, int64_t nb, int64_t cw,
                                       const float* sg, const float* bg, uint16_t* dcodes) {
   const int64_t steps = (nb + 31) / 32;
-  const __m512 limit = _mm512_set1_ps(256.0f);
   // vpermw: (even row's k, odd row's k) pairs from [even 0..15 | odd 0..15].
   const __m512i interleave = _mm512_setr_epi32(
       16 << 16 | 0, 17 << 16 | 1, 18 << 16 | 2, 19 << 16 | 3, 20 << 16 | 4, 21 << 16 | 5,
@@ -358,14 +359,8 @@ L4Q_AMX_TARGET bool amx_dx_pack_codes(const float* wq, int64_t ldw, int64_t nb, 
   __mmask16 bad = 0;
   auto codes_of = [&](int64_t n, int64_t kt) L4Q_AMX_TARGET {
     if (n >= nb) return _mm512_setzero_ps();
-    const __m512 sv = _mm512_set1_ps(sg[n]), bv = _mm512_set1_ps(bg[n]);
-    const __m512 w = _mm512_loadu_ps(wq + n * ldw + kt * 16);
-    const __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(w, bv), sv),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    bad |= static_cast<__mmask16>(
-        ~_mm512_cmp_ps_mask(_mm512_add_ps(_mm512_mul_ps(q, sv), bv), w, _CMP_EQ_OQ));
-    bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(q), limit, _CMP_GT_OQ);
-    return q;
+    return codes16(_mm512_loadu_ps(wq + n * ldw + kt * 16), _mm512_set1_ps(sg[n]),
+                   _mm512_set1_ps(bg[n]), bad);
   };
   for (int64_t ns = 0; ns < steps; ++ns)
     for (int64_t np = 0; np < 16; ++np) {

@@ -223,7 +223,7 @@ int main(int argc, char** argv) {
 
   std::printf("MLP pair %lld -> %lld -> %lld, %lld tokens, rank %lld, %d-bit group %lld, "
               "row_chunk %lld, %d threads, freed memory %s, median of %d steps (ratios: median of "
-              "paired per-step ratios), L4Q forward on %s\n",
+              "paired per-step ratios), L4Q's products with W_q on %s\n",
               (long long)a.hidden, (long long)a.inter, (long long)a.hidden, (long long)a.tokens,
               (long long)a.rank, a.bits, (long long)a.group, (long long)a.chunk, threads,
               kept ? "kept" : "returned to the OS", a.reps,
